@@ -1,0 +1,66 @@
+"""Shared fixtures: one Ray per test session, tiny image folders written with Pillow, a fresh MLflow store."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# A Ray started by the tests stays on loopback; trials use one CPU each.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("TUNEVISION_OFFLINE", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GRAFFITI = SHARED / "datasets" / "graffiti"
+
+
+def write_pattern_images(root: Path, per_class: int = 24, size: int = 24, classes: tuple[str, ...] = ("cat", "dog"), seed: int = 0) -> Path:
+    """Write an image folder whose classes differ by which band of the picture is bright."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            band = slice(c * size // k, (c + 1) * size // k)
+            pixels[band, :, :] = rng.integers(180, 255, pixels[band].shape, dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Start Ray once for every test that runs a search in-process."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path) -> str:
+    """A fresh MLflow SQLite store for one test."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def pattern_folder(tmp_path: Path) -> Path:
+    """A two-class image folder of 48 learnable PNG images."""
+    return write_pattern_images(tmp_path / "images")
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the decode-once cache at a temporary folder."""
+    monkeypatch.setenv("TUNEVISION_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def needs_graffiti() -> pytest.MarkDecorator:
+    """Skip unless the shared graffiti photographs are next to the project."""
+    return pytest.mark.skipif(not GRAFFITI.is_dir(), reason=f"{GRAFFITI} not present")

@@ -1,0 +1,126 @@
+"""A real search end to end: Ray Tune + Optuna + ASHA, Lightning trials, MLflow records, registry, predict."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tunevision.cli import main
+from tunevision.search import load_search_file
+from tunevision.tuner import RunOptions, run
+
+SEARCH = '''
+from ray import tune
+import tunevision
+search = tunevision.Search(
+    name="tiny",
+    data=tunevision.ImageFolder("{root}"),
+    space={{
+        "backbone": tune.choice(["cnn", "resnet18"]),
+        "weights": None,
+        "image_size": 24,
+        "lr": tune.loguniform(1e-3, 1e-2),
+        "batch_size": 16,
+    }},
+    trials=4,
+    max_epochs=2,
+    positive_class="dog",
+)
+'''
+
+EPOCH_METRICS = {"train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_fnr",
+                 "val_fpr", "trainable_params", "total_params"}
+PER_CLASS = {f"{m}.{c}" for m in ("val_precision", "val_recall", "val_f1") for c in ("cat", "dog")}
+CM = {f"val_cm.{t}.{p}" for t in ("cat", "dog") for p in ("cat", "dog")}
+
+
+@pytest.fixture
+def tiny_search(tmp_path: Path, pattern_folder: Path) -> Path:
+    path = tmp_path / "tiny.py"
+    path.write_text(SEARCH.format(root=pattern_folder))
+    return path
+
+
+def artifacts(client: MlflowClient, run_id: str, folder: str | None = None) -> set[str]:
+    return {f.path for f in client.list_artifacts(run_id, folder)}
+
+
+@pytest.mark.slow
+def test_four_trial_search_records_the_mlflow_contract_and_registers_a_model_that_predicts(
+    tmp_path, tiny_search, pattern_folder, mlflow_uri, ray_session, cache_dir, capsys
+):
+    search = load_search_file(tiny_search)
+    outcome = run(search, RunOptions(tiny_search, tracking_uri=mlflow_uri, storage=str(tmp_path / "ray")))
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("tunevision.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("tunevision.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.run_id == outcome.parent_run_id and parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len({c.data.tags["tunevision.trial_id"] for c in children}) == 4
+
+    manifest = pd.read_csv(client.download_artifacts(parent.info.run_id, "manifest.csv"))
+    n_val, n_test = (manifest["split"] == "val").sum(), (manifest["split"] == "test").sum()
+    for child in children:
+        assert EPOCH_METRICS | PER_CLASS | CM <= set(child.data.metrics)
+        assert {"backbone", "lr", "image_size"} <= set(child.data.params)
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        steps = [m.step for m in history]
+        assert steps == list(range(1, len(steps) + 1))  # every epoch once, no gap
+        for step in steps:
+            cells = [m.value for name in CM for m in client.get_metric_history(child.info.run_id, name) if m.step == step]
+            assert sum(cells) == n_val
+        assert {"confusion_matrix.png", "confusion_matrix.json"} <= artifacts(client, child.info.run_id)
+        assert child.data.metrics["total_params"] >= child.data.metrics["trainable_params"] > 0
+
+    # The parent: search file, data report, manifest, best config, test figures named like val ones.
+    assert {"tiny.py", "data_report.txt", "manifest.csv", "model", "test"} <= artifacts(client, parent.info.run_id) | {"model"}
+    assert {"test/confusion_matrix.png", "test/confusion_matrix.json"} <= artifacts(client, parent.info.run_id, "test")
+    test_cells = [v for k, v in parent.data.metrics.items() if k.startswith("test_cm.")]
+    assert len(test_cells) == 4 and sum(test_cells) == n_test
+    assert {"test_accuracy", "test_fnr", "test_fpr", "test_recall.dog"} <= set(parent.data.metrics)
+    assert parent.data.params["backbone"] == str(outcome.best_config["backbone"])
+    best = next(c for c in children if c.data.tags["tunevision.trial_id"] == outcome.best_trial_id)
+    assert best.data.params["lr"] == parent.data.params["lr"]
+
+    # Registered under the search's name; predict answers one line per image.
+    versions = client.search_model_versions("name='tiny'")
+    assert len(versions) == 1
+    images = sorted((pattern_folder / "dog").glob("*.png"))[:2] + sorted((pattern_folder / "cat").glob("*.png"))[:1]
+    capsys.readouterr()
+    assert main(["predict", outcome.model_uri, *map(str, images), "--tracking-uri", mlflow_uri]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for line, image in zip(lines, images):
+        path, label, prob = line.split("\t")
+        assert path == str(image) and label in {"cat", "dog"} and 0.5 <= float(prob) <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("cluster").can_make_namespaces(), reason="needs root and iproute2 for network namespaces")
+def test_search_runs_on_an_existing_two_node_cluster_given_address(tmp_path, tiny_search, cache_dir):
+    from cluster import NetnsCluster
+
+    cluster = NetnsCluster(prefix="tvt", temp=tmp_path / "ray")
+    try:
+        cluster.start(workers=1, cpus=1)
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        tunevision = str(Path(sys.executable).with_name("tunevision"))
+        result = cluster.driver(
+            [tunevision, "search", str(tiny_search), "--address", cluster.address, "--trials", "2", "--max-epochs", "1",
+             "--tracking-uri", uri, "--storage", str(tmp_path / "storage"), "--name", "tiny-cluster"],
+            cwd=tmp_path, timeout=400,
+        )
+    finally:
+        cluster.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test (once, chosen model): test_accuracy=" in result.stdout
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny-cluster").experiment_id])
+    assert sorted(r.data.tags["tunevision.role"] for r in runs) == ["search", "trial", "trial"]

@@ -1,0 +1,123 @@
+"""The `tunevision` command: parse flags, call the package, print user mistakes as one line (exit 2)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from tunevision.errors import TunevisionError
+
+
+def _add_search_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="search file: a Python file that defines `search = tunevision.Search(...)`")
+    p.add_argument("--data", help="replace the data source's root: the image folder, or the label table / image folder of a LabelTable")
+    p.add_argument("--trials", type=int, help="number of trials (Search.trials)")
+    p.add_argument("--max-epochs", type=int, help="epochs per trial at most (Search.max_epochs)")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs each trial reserves (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs each trial reserves; fractions share a GPU (0.5 = two trials per GPU)")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once at most (default: as many as resources allow)")
+    p.add_argument("--seed", type=int, help="split and searcher seed (Search.seed)")
+    p.add_argument("--name", help="search name: the MLflow experiment and registered model name (Search.name)")
+
+
+def _load(args: argparse.Namespace):
+    from tunevision.search import load_search_file
+
+    search = load_search_file(args.file)
+    data = search.data.with_root(args.data) if args.data else None
+    try:
+        return search.replace(
+            data=data, trials=args.trials, max_epochs=args.max_epochs, cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, seed=args.seed, name=args.name,
+        )
+    except TunevisionError as e:
+        raise TunevisionError(f"{args.file}: {e}") from None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run a search and print the chosen trial with its test figures."""
+    from tunevision.tuner import RunOptions, run
+
+    search = _load(args)
+    outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage))
+    print(f"best trial {outcome.best_trial_id}: {search.metric} = {outcome.best_val:.4f} (validation)")
+    print("config: " + ", ".join(f"{k}={v}" for k, v in outcome.best_config.items()))
+    shown = [k for k in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_fnr", "test_fpr") if k in outcome.test_figures]
+    print("test (once, chosen model): " + ", ".join(f"{k}={outcome.test_figures[k]:.4f}" for k in shown))
+    print(f"model: {outcome.model_uri}   MLflow parent run: {outcome.parent_run_id}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the data and build one trial's model and loader without training."""
+    from tunevision.check import check
+
+    print(check(_load(args)))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Print path, class and probability for each image."""
+    from tunevision.predict import predict_files
+    from tunevision.tracking import load_model
+
+    if args.tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(args.tracking_uri)
+    for path in args.images:
+        if not Path(path).is_file():
+            raise TunevisionError(f"{path}: no such image file")
+    for path, label, prob in predict_files(load_model(args.model_uri), args.images):
+        print(f"{path}\t{label}\t{prob:.4f}")
+    return 0
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    """List the registered backbones."""
+    from tunevision.models import list_backbones
+
+    print("\n".join(list_backbones(args.pattern)))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """Build the argument parser of every subcommand."""
+    top = argparse.ArgumentParser(prog="tunevision", description="Hyperparameter search for transfer-learned image classifiers.")
+    sub = top.add_subparsers(dest="command", required=True)
+    search = sub.add_parser("search", help="run a search file on Ray Tune, recording every trial in MLflow")
+    _add_search_flags(search)
+    search.add_argument("--address", help="an existing Ray cluster ('auto', or head-ip:6379); default: Ray started in-process")
+    search.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own, sqlite:///mlflow.db in the working folder)")
+    search.add_argument("--storage", help="Ray Tune storage path for checkpoints: a shared folder or a cloud URI on a cluster (default ~/ray_results)")
+    search.set_defaults(func=cmd_search)
+    check = sub.add_parser("check", help="validate the data, build one trial's model and data loader, train nothing")
+    _add_search_flags(check)
+    check.set_defaults(func=cmd_check)
+    predict = sub.add_parser("predict", help="classify images with a logged model")
+    predict.add_argument("model_uri", help="e.g. models:/digits/1 or runs:/<run id>/model")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own)")
+    predict.set_defaults(func=cmd_predict)
+    backbones = sub.add_parser("backbones", help="list the registered backbones")
+    backbones.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
+    backbones.set_defaults(func=cmd_backbones)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tunevision` console script."""
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TunevisionError as e:
+        print(f"tunevision: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tunevision: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

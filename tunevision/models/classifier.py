@@ -1,0 +1,83 @@
+"""The LightningModule every trial trains: network, loss, optimizer, and the stage metrics."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from tunevision.metrics import StageMetrics, positive_index
+from tunevision.space import final, resolve
+
+
+class Classifier(pl.LightningModule):
+    """Wraps `create_network(config)` with cross-entropy training and torchmetrics validation/test figures."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        classes: Sequence[str],
+        channels: int,
+        max_epochs: int,
+        class_weights: Sequence[float] | None = None,
+        positive_class: str | None = None,
+    ) -> None:
+        super().__init__()
+        from tunevision.models.network import create_network
+
+        self.save_hyperparameters()
+        self.config = resolve(config)
+        self.classes = list(classes)
+        self.network = create_network(self.config, len(self.classes), channels)
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=float(self.config["label_smoothing"]))
+        positive = positive_index(self.classes, positive_class)
+        self.val_metrics = StageMetrics(self.classes, "val", positive)
+        self.test_metrics = StageMetrics(self.classes, "test", positive)
+        self.test_figures: dict[str, float] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.loss(self(x), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"train_loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", self.loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
+        self.val_metrics.update(logits, y)
+
+    def on_validation_epoch_end(self) -> None:
+        figures = self.val_metrics.compute()
+        figures["trainable_params"] = float(self.network.trainable_params)
+        figures["total_params"] = float(self.network.total_params)
+        self.log_dict(figures)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.test_metrics.update(self(x), y)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_figures = self.test_metrics.compute()
+
+    def configure_optimizers(self) -> Any:
+        from tunevision.models.optim import build_optimizer, build_schedule
+
+        optimizer = build_optimizer([p for p in self.parameters() if p.requires_grad], self.config)
+        steps = max(1, int(self.trainer.estimated_stepping_batches // max(1, self.hparams.max_epochs)))
+        schedule = build_schedule(optimizer, self.config, self.hparams.max_epochs, steps)
+        return {"optimizer": optimizer, "lr_scheduler": schedule} if schedule else optimizer
+
+    def predictor(self) -> Any:
+        """Return the network as the registered model: images in [0, 1] in, class probabilities out."""
+        from tunevision.predict import Predictor
+
+        size = final(self.config)["image_size"] or self.network.image_size
+        return Predictor(self.network.eval(), self.classes, size, self.hparams.channels)

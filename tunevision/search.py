@@ -1,0 +1,146 @@
+"""The `Search` description and loading it from a search file."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from tunevision.data.base import DataSource
+from tunevision.errors import TunevisionError
+from tunevision.space import KEYS
+
+SEARCHERS = ("optuna", "random", "grid")
+SCHEDULERS = ("asha", "fifo")
+# Metrics every trial reports each epoch; per-class ones are "<name>.<class>".
+METRICS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_loss", "val_fnr", "val_fpr")
+PER_CLASS_METRICS = ("val_precision", "val_recall", "val_f1")
+
+
+@dataclass(frozen=True)
+class Search:
+    """Everything one search needs: data, model space, budget. Defined in a search file as `search`.
+
+    Example:
+        >>> from ray import tune
+        >>> from tunevision.data import Digits
+        >>> s = Search(name="digits", data=Digits(), space={"backbone": "cnn", "lr": tune.loguniform(1e-4, 1e-2)})
+        >>> s.metric, s.mode
+        ('val_accuracy', 'max')
+    """
+
+    name: str
+    data: DataSource
+    space: Mapping[str, Any] = field(default_factory=dict)  # space keys -> constants or tune.* domains
+    metric: str = "val_accuracy"  # chosen on validation only; the test split never selects
+    mode: str = "max"
+    trials: int = 10
+    max_epochs: int = 10
+    patience: int | None = None  # early stopping on `metric`, in epochs; None = off
+    grace_period: int = 1  # ASHA: epochs every trial gets before it can be stopped
+    searcher: str = "optuna"
+    scheduler: str = "asha"
+    positive_class: str | None = None  # two-class data: class whose FNR/FPR are reported; default: second in sorted order
+    seed: int = 0  # split seed and searcher seed
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    max_failures: int = 2  # retries of a trial that crashes (node loss), from its last checkpoint
+
+    def __post_init__(self) -> None:
+        def bad(what: str) -> TunevisionError:
+            return TunevisionError(f"Search(): {what}")
+
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise bad(f"name {self.name!r} must be letters, digits, '_', '.' or '-'")
+        if not isinstance(self.data, DataSource):
+            raise bad(f"data must be a tunevision data source (ImageFolder, LabelTable, Digits...), got {type(self.data).__name__}")
+        if self.mode not in ("min", "max"):
+            raise bad(f"mode {self.mode!r} must be 'min' or 'max'")
+        if self.metric not in METRICS and self.metric.split(".", 1)[0] not in PER_CLASS_METRICS:
+            raise bad(f"metric {self.metric!r} is not reported (known: {', '.join(METRICS + PER_CLASS_METRICS)})")
+        for name in ("trials", "max_epochs", "grace_period"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise bad(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise bad(f"patience must be None or a whole number >= 1, got {self.patience!r}")
+        if self.searcher not in SEARCHERS:
+            raise bad(f"searcher {self.searcher!r} is unknown (known: {', '.join(SEARCHERS)})")
+        if self.scheduler not in SCHEDULERS:
+            raise bad(f"scheduler {self.scheduler!r} is unknown (known: {', '.join(SCHEDULERS)})")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise bad("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise bad(f"max_concurrent must be None or >= 1, got {self.max_concurrent!r}")
+        if not isinstance(self.space, Mapping):
+            raise bad(f"space must be a dict, got {type(self.space).__name__}")
+        for key in self.space:
+            if key not in KEYS:
+                raise TunevisionError(f"space[{key!r}]: unknown key (known: {', '.join(sorted(KEYS))})")
+        if self.searcher == "optuna" and any(_is_grid(v) for _, v in _walk(self.space)):
+            raise TunevisionError("space: tune.grid_search needs searcher='grid' or 'random' (Optuna samples, it does not enumerate)")
+
+    def replace(self, **changes: Any) -> Search:
+        """Return a copy with `changes` applied (and validated again); None values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def candidates(self, key: str) -> list[Any]:
+        """Every value the space can give `key`: a constant, a choice's categories, a grid's values."""
+        from tunevision.space import resolve
+
+        value = self.space.get(key, resolve({})[key])
+        return _candidates(value)
+
+
+def _is_grid(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
+def _walk(space: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in space.items():
+        if isinstance(value, dict) and not _is_grid(value):
+            yield from _walk(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _candidates(value: Any) -> list[Any]:
+    from ray.tune.search.sample import Categorical, Domain
+
+    if _is_grid(value):
+        return list(value["grid_search"])
+    if isinstance(value, Categorical):
+        return list(value.categories)
+    if isinstance(value, Domain):
+        return []  # numeric ranges: nothing to enumerate
+    return [value]
+
+
+def load_search_file(path: str | Path) -> Search:
+    """Run a search file and return its `search`; every failure is one TunevisionError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TunevisionError(f"{path}: no such search file")
+    try:
+        namespace = runpy.run_path(str(path), run_name="__tunevision_search__")
+    except SyntaxError as e:
+        raise TunevisionError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    except TunevisionError as e:
+        raise TunevisionError(f"{path}: {e}") from None
+    except TypeError as e:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if unknown and "Search" in str(e):
+            known = ", ".join(f.name for f in dataclasses.fields(Search))
+            raise TunevisionError(f"{path}: Search(): unknown option {unknown.group(1)!r} (known: {known})") from None
+        raise TunevisionError(f"{path}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # the user's code failed: name the file and the error, skip the traceback
+        raise TunevisionError(f"{path}: {type(e).__name__}: {e}") from None
+    search = namespace.get("search")
+    if search is None:
+        raise TunevisionError(f"{path}: defines no `search` (expected: search = tunevision.Search(...))")
+    if not isinstance(search, Search):
+        raise TunevisionError(f"{path}: `search` is a {type(search).__name__}, expected tunevision.Search(...)")
+    return search
