@@ -1,0 +1,167 @@
+"""A trial's network: a backbone (weights loaded, partly frozen) and a dense head; it normalises its own input."""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from tunevision.errors import TunevisionError
+from tunevision.models.registry import build_model, get_backbone
+from tunevision.space import resolve
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "none": nn.Identity,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "prelu": nn.PReLU,
+    "elu": nn.ELU,
+}
+
+
+def parameter_layers(module: nn.Module) -> list[nn.Module]:
+    """The "layers" that freezing counts: submodules that directly own parameters, in registration order."""
+    return [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+def trainable_layer_count(config: Mapping[str, Any], total: int) -> int | None:
+    """How many of the backbone's `total` layers train, from trainable_layers / trainable_fraction (None: all)."""
+    count, fraction = config.get("trainable_layers"), config.get("trainable_fraction")
+    if count is not None and fraction is not None:
+        raise TunevisionError('space["trainable_layers"], space["trainable_fraction"]: set one, not both '
+                              f"(got {count} and {fraction})")
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 <= fraction <= 1:
+            raise TunevisionError(f'space["trainable_fraction"]: invalid {fraction!r} (a number from 0 to 1)')
+        return round(fraction * total)
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
+            raise TunevisionError(f'space["trainable_layers"]: invalid {count!r} (an int >= 0, or None for all)')
+        if count > total:
+            raise TunevisionError(f'space["trainable_layers"]: {count} exceeds the backbone\'s {total} layers '
+                                  "(use trainable_fraction across backbones)")
+        return int(count)
+    return None
+
+
+def freeze(backbone: nn.Module, trainable: int | None) -> None:
+    """Train only the last `trainable` parameter-owning layers of `backbone` (None: all of them).
+
+    A *layer* is a module that directly owns parameters (a Conv2d, Linear or BatchNorm, or a block
+    with a parameter of its own such as ConvNeXt's layer scale), counted in registration order
+    (`module.modules()`), which follows the forward pass in these models. `trainable_layers: N`
+    trains the last N layers of the backbone (0: frozen backbone, only the head trains);
+    `trainable_fraction: f` trains the last round(f * L) of its L layers; leaving both None trains
+    the whole backbone; setting both is an error. BatchNorm layers in the frozen part stay in eval
+    mode (running statistics frozen too) when the network trains. For example resnet18 has 40
+    layers and its last is layer4.1.bn2. 'dense' and 'cnn' always train whole.
+    """
+    if trainable is None:
+        return
+    layers = parameter_layers(backbone)
+    backbone.requires_grad_(False)
+    for layer in layers[len(layers) - trainable:]:
+        for p in layer.parameters(recurse=False):
+            p.requires_grad_(True)
+
+
+def hidden_sizes(hidden_units: Any, in_features: int) -> list[int]:
+    """Widths of the head's hidden layers: ints as given, floats in (0, 1] as that fraction of `in_features`."""
+    if hidden_units is None or (not isinstance(hidden_units, (list, tuple)) and hidden_units == 0):
+        return []
+    sizes = []
+    for units in hidden_units if isinstance(hidden_units, (list, tuple)) else [hidden_units]:
+        if isinstance(units, numbers.Integral) and not isinstance(units, bool) and units > 0:
+            sizes.append(int(units))
+        elif isinstance(units, numbers.Real) and not isinstance(units, bool) and 0 < units <= 1:
+            sizes.append(max(1, round(units * in_features)))
+        else:
+            raise TunevisionError(f'space["hidden_units"]: invalid {units!r} '
+                                  "(a positive int, a fraction in (0, 1], or a list of them)")
+    return sizes
+
+
+def build_head(in_features: int, num_classes: int, config: Mapping[str, Any]) -> nn.Sequential:
+    """Dense head: [dropout, linear, activation] per hidden layer, then dropout and the output linear."""
+    name, dropout = config.get("activation", "relu"), config.get("dropout", 0.0)
+    if name not in ACTIVATIONS:
+        known = ", ".join(sorted(ACTIVATIONS))
+        raise TunevisionError(f'space["activation"]: unknown activation {name!r} (known: {known})')
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise TunevisionError(f'space["dropout"]: invalid {dropout!r} (a number in [0, 1))')
+    layers: list[nn.Module] = []
+    for units in hidden_sizes(config.get("hidden_units"), in_features) + [num_classes]:
+        if dropout > 0:
+            layers.append(nn.Dropout(float(dropout)))
+        layers += [nn.Linear(in_features, units), ACTIVATIONS[name]()]
+        in_features = units
+    return nn.Sequential(*layers[:-1])  # no activation after the output layer
+
+
+class Network(nn.Module):
+    """Backbone + head for [0, 1] images: forward(N x C x H x W) -> N x num_classes logits.
+
+    Normalisation with the backbone's own mean/std, and repeating 1-channel input to 3 channels
+    when the backbone takes 3, happen inside forward, so the network predicts on its own.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 repeat_grey: bool, image_size: int) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.repeat_grey = repeat_grey
+        self.image_size = image_size  # default input side when config["image_size"] is None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.repeat_grey and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        features = self.backbone((x - self.mean) / self.std)
+        if features.ndim == 4:
+            features = F.adaptive_avg_pool2d(features, 1)
+        return self.head(features.flatten(1))
+
+    def train(self, mode: bool = True) -> Network:
+        """Set training mode, keeping BatchNorm layers whose parameters are all frozen in eval mode."""
+        super().train(mode)
+        for m in self.backbone.modules():
+            own = list(m.parameters(recurse=False))
+            if isinstance(m, _BatchNorm) and own and not any(p.requires_grad for p in own):
+                m.eval()
+        return self
+
+    @property
+    def trainable_params(self) -> int:
+        """Number of parameters that train (head included)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @property
+    def total_params(self) -> int:
+        """Number of parameters, trained or frozen."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def create_network(config: Mapping[str, Any], num_classes: int, channels: int) -> Network:
+    """Build a trial's network: backbone with its weights, frozen per `freeze`, then the head.
+
+    Example::
+
+        net = create_network({"backbone": "dense", "hidden_units": 0.1}, num_classes=10, channels=1)
+        net(torch.rand(2, 1, 28, 28)).shape  # torch.Size([2, 10]); hidden layer of 78 units
+    """
+    config = resolve(config)
+    name = config["backbone"]
+    spec = get_backbone(name)
+    if spec.in_channels is not None and channels not in (1, spec.in_channels):
+        raise TunevisionError(f'space["backbone"]: {name} takes 1- or {spec.in_channels}-channel images, '
+                              f"the data has {channels}")
+    backbone = spec.trunk(build_model(name, config["weights"], config, channels))
+    if spec.weights is not None:  # 'dense' and 'cnn' have nothing pretrained to keep: they train whole
+        freeze(backbone, trainable_layer_count(config, len(parameter_layers(backbone))))
+    head = build_head(spec.feature_dim or backbone.feature_dim, num_classes, config)
+    repeat_grey = spec.in_channels == 3 and channels == 1
+    return Network(backbone, head, spec.mean, spec.std, repeat_grey, spec.image_size).train()
