@@ -5,7 +5,7 @@ package must stay light (no ray, no mlflow), so only the description types are l
 """
 from __future__ import annotations
 
-from tunevision.data import Digits, ImageFolder  # TODO-INTEGRATE LabelTable, TorchvisionSet
+from tunevision.data import Digits, ImageFolder, LabelTable, TorchvisionSet
 from tunevision.data.base import DataSource, Problem, Sample
 from tunevision.errors import TunevisionError
 from tunevision.search import Search

@@ -1,0 +1,118 @@
+"""LabelTable: a table (CSV, TSV, Excel, Parquet) of image paths or names and their labels."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+from dataclasses import dataclass
+
+from PIL import Image
+
+from tunevision.data.base import SPLITS, DataSource, Problem, Sample
+from tunevision.data.decode import open_file
+from tunevision.data.files import walk_files
+from tunevision.data.tables import READERS
+from tunevision.errors import TunevisionError
+
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "": None}
+
+
+@dataclass
+class LabelTable(DataSource):
+    """Images under `images` listed in `table` with their labels (stored as text: grade 0 -> "0").
+
+    `path_column` holds paths relative to `images` (or bare names); `suffix` is appended to names that
+    lack it (`10_left` -> `10_left.jpeg`). `split_column`, if given, fixes each row's split (train, val
+    or test; an empty cell leaves the row to the stratified split). Rows whose file is missing and image
+    files under `images` that no row lists become problems. `images` defaults to the table's folder.
+
+    Example::
+
+        >>> source = LabelTable("trainLabels.csv", images="train", path_column="image", label_column="level", suffix=".jpeg")
+    """
+
+    table: str
+    images: str | None = None
+    path_column: str = "path"
+    label_column: str = "label"
+    suffix: str = ""
+    split_column: str | None = None
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    channels: int = 3
+
+    @property
+    def image_dir(self) -> str:
+        """The folder the table's paths are relative to."""
+        return self.images if self.images is not None else os.path.dirname(os.path.abspath(self.table))
+
+    def samples(self) -> tuple[list[Sample], list[Problem]]:
+        """List the table's rows; missing files, duplicate rows and unlisted images are problems."""
+        frame = self._read()
+        samples, problems, seen = [], [], set()
+        columns = [self.path_column, self.label_column] + ([self.split_column] if self.split_column else [])
+        for row, (name, label, *split) in enumerate(frame[columns].itertuples(index=False, name=None), start=2):
+            key = posixpath.normpath(name.strip().replace("\\", "/")) if name.strip() else ""
+            if not key:
+                problems.append(Problem(f"{os.path.basename(self.table)} row {row}", f"empty {self.path_column!r}"))
+                continue
+            key += "" if key.endswith(self.suffix) else self.suffix
+            if key in seen:
+                problems.append(Problem(key, f"listed more than once in {os.path.basename(self.table)} (first row kept)"))
+                continue
+            seen.add(key)
+            if not label.strip():
+                problems.append(Problem(key, f"empty {self.label_column!r}"))
+            elif not os.path.isfile(os.path.join(self.image_dir, key)):
+                problems.append(Problem(key, f"listed in {os.path.basename(self.table)} but missing under {self.image_dir}"))
+            else:
+                samples.append(Sample(key, label.strip(), self._split(split, row)))
+        table = os.path.abspath(self.table)
+        for name in walk_files(self.image_dir):
+            if name not in seen and os.path.abspath(os.path.join(self.image_dir, name)) != table:
+                problems.append(Problem(name, f"on disk but not listed in {os.path.basename(self.table)}"))
+        return samples, problems
+
+    def _read(self):
+        extension = os.path.splitext(self.table)[1].lower()
+        if extension not in READERS:
+            raise TunevisionError(f"LabelTable: {self.table}: unknown table type {extension!r} (known: {', '.join(READERS)})")
+        if not os.path.isfile(self.table):
+            raise TunevisionError(f"LabelTable: table {self.table!r} not found")
+        if not os.path.isdir(self.image_dir):
+            raise TunevisionError(f"LabelTable: images folder {self.image_dir!r} not found")
+        try:
+            frame = READERS[extension](self.table)
+        except ImportError as exc:
+            raise TunevisionError(f"LabelTable: {self.table}: reading {extension} needs {exc.name} (pip install {exc.name})") from None
+        for column in (self.path_column, self.label_column, self.split_column):
+            if column is not None and column not in frame.columns:
+                raise TunevisionError(
+                    f"LabelTable: {self.table}: no column {column!r} (columns: {', '.join(map(str, frame.columns))})"
+                )
+        return frame
+
+    def _split(self, split: list[str], row: int) -> str | None:
+        if not split:
+            return None
+        value = split[0].strip().lower()
+        if value not in SPLIT_NAMES:
+            raise TunevisionError(
+                f"LabelTable: {self.table}: row {row}: {self.split_column!r} is {split[0]!r} (known: {', '.join(SPLITS)})"
+            )
+        return SPLIT_NAMES[value]
+
+    def open(self, key: str) -> Image.Image:
+        """Open `images/key` lazily (Pillow sniffs the format; the extension is not trusted)."""
+        return open_file(os.path.join(self.image_dir, key))
+
+    def with_root(self, root: str) -> LabelTable:
+        """Return a copy reading from `root`: a folder replaces `images`, a file replaces the table."""
+        return dataclasses.replace(self, images=root) if os.path.isdir(root) else dataclasses.replace(self, table=root)
+
+    def describe(self) -> str:
+        """Name the source with its absolute table and images paths."""
+        return (
+            f"LabelTable({os.path.abspath(self.table)!r}, images={os.path.abspath(self.image_dir)!r}, "
+            f"path_column={self.path_column!r}, label_column={self.label_column!r}, suffix={self.suffix!r}, "
+            f"split_column={self.split_column!r}, split={self.split}, channels={self.channels})"
+        )

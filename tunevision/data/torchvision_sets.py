@@ -1,0 +1,120 @@
+"""TorchvisionSet: torchvision's built-in data sets (Fashion-MNIST, MNIST, CIFAR...) read from a local root.
+
+A set is used if it is already under `root`; otherwise it is downloaded only when its server answers
+within a few seconds, else a TunevisionError says which folder is missing and where to put it.
+The official test set is the test split; the official train set is split into train/val by `split`.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from tunevision.data.base import DataSource, Problem, Sample
+from tunevision.errors import TunevisionError
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """A torchvision set: its class name in torchvision.datasets, channels, expected files and download host."""
+
+    dataset: str
+    channels: int
+    expected: str  # relative to root, as torchvision lays it out
+    host: str
+
+
+def _mnist(name: str, host: str) -> SetSpec:
+    files = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+    return SetSpec(name, 1, f"{name}/raw/{{{files}}} (the .gz downloads, unpacked)", host)
+
+
+SETS: dict[str, SetSpec] = {
+    "FashionMNIST": _mnist("FashionMNIST", "fashion-mnist.s3-website.eu-central-1.amazonaws.com"),
+    "MNIST": _mnist("MNIST", "ossci-datasets.s3.amazonaws.com"),
+    "KMNIST": _mnist("KMNIST", "codh.rois.ac.jp"),
+    "CIFAR10": SetSpec("CIFAR10", 3, "cifar-10-batches-py/ (from cifar-10-python.tar.gz)", "www.cs.toronto.edu"),
+    "CIFAR100": SetSpec("CIFAR100", 3, "cifar-100-python/ (from cifar-100-python.tar.gz)", "www.cs.toronto.edu"),
+}
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    # Name resolution ignores socket timeouts, so the whole check runs in a thread we stop waiting for.
+    def connect() -> bool:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(connect).result(timeout=timeout)
+    except (OSError, FutureTimeout):
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+class TorchvisionSet(DataSource):
+    """A torchvision built-in set under `root`; labels are its class names.
+
+    Example::
+
+        >>> source = TorchvisionSet("FashionMNIST", root="~/data")  # ~/data/FashionMNIST/raw/...
+    """
+
+    def __init__(self, name: str, root: str = "data", split: tuple[float, float, float] = (0.9, 0.1, 0.0)) -> None:
+        if name not in SETS:
+            raise TunevisionError(f"TorchvisionSet: unknown set {name!r} (known: {', '.join(SETS)})")
+        self.name, self.root, self.split = name, root, split
+        self.channels = SETS[name].channels
+        self._sets: dict[str, Any] = {}
+
+    def _load(self, part: str) -> Any:
+        if part not in self._sets:
+            import torchvision.datasets
+
+            spec, root = SETS[self.name], os.path.expanduser(self.root)
+            build = getattr(torchvision.datasets, spec.dataset)
+            try:
+                self._sets[part] = build(root, train=part == "train", download=False)
+            except RuntimeError:
+                if not _reachable(spec.host):
+                    raise TunevisionError(
+                        f"TorchvisionSet({self.name!r}): not found under {os.path.abspath(root)} and {spec.host} is "
+                        f"unreachable; put {spec.expected} in {os.path.abspath(root)}"
+                    ) from None
+                self._sets[part] = build(root, train=part == "train", download=True)
+        return self._sets[part]
+
+    def samples(self) -> tuple[list[Sample], list[Problem]]:
+        """List the official train set (split None) and test set (split "test")."""
+        samples = []
+        for part, split in (("train", None), ("test", "test")):
+            data = self._load(part)
+            samples += [
+                Sample(f"{self.name}/{part}/{i}", str(data.classes[int(t)]), split) for i, t in enumerate(data.targets)
+            ]
+        return samples, []
+
+    def open(self, key: str) -> Image.Image:
+        """Return sample `key` (`<set>/<train|test>/<index>`) as a PIL image."""
+        _, part, index = key.rsplit("/", 2)
+        return self._load(part)[int(index)][0]
+
+    def with_root(self, root: str) -> TorchvisionSet:
+        """Return a copy looking for the set under `root`."""
+        return TorchvisionSet(self.name, root, self.split)
+
+    def describe(self) -> str:
+        """Name the set, its root and split."""
+        return f"TorchvisionSet({self.name!r}, root={os.path.abspath(os.path.expanduser(self.root))!r}, split={self.split})"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_sets": {}}  # trials reload the arrays themselves
