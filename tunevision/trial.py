@@ -73,10 +73,13 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search) -> 
 
 def evaluate_checkpoint(path: str | Path, data: PreparedData, search: Search) -> tuple[Any, dict[str, float]]:
     """Load a trial checkpoint and evaluate it once on the test split; return (model, test figures)."""
+    import logging
+
     import pytorch_lightning as pl
 
     from tunevision.models.classifier import Classifier
 
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no device banner in the driver's summary
     model = Classifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=False)
     datamodule = ImageDataModule(data, final(model.config), model.network.image_size)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
