@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ class NetnsCluster:
     """Head in the first namespace, workers in the others; the driver runs in the head's namespace."""
 
     prefix: str
-    temp: Path
+    temp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tvr", dir="/tmp")))  # short: Ray's socket paths have a length limit
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     nodes: list[str] = field(default_factory=list)
 
@@ -111,3 +112,4 @@ class NetnsCluster:
         for node in reversed(self.nodes):
             subprocess.run(["ip", "netns", "del", node], capture_output=True)
         self.nodes.clear()
+        shutil.rmtree(self.temp, ignore_errors=True)

@@ -107,7 +107,7 @@ def test_four_trial_search_records_the_mlflow_contract_and_registers_a_model_tha
 def test_search_runs_on_an_existing_two_node_cluster_given_address(tmp_path, tiny_search, cache_dir):
     from cluster import NetnsCluster
 
-    cluster = NetnsCluster(prefix="tvt", temp=tmp_path / "ray")
+    cluster = NetnsCluster(prefix="tvt")
     try:
         cluster.start(workers=1, cpus=1)
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
