@@ -38,8 +38,12 @@ class Outcome:
 
 def _searcher(search: Search) -> Any:
     from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search.sample import Domain
 
-    if search.searcher == "optuna":
+    from tunevision.search import _walk
+
+    samples = any(isinstance(value, Domain) for _, value in _walk(search.space))
+    if search.searcher == "optuna" and samples:  # a space of constants leaves TPE nothing to choose
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
