@@ -4,8 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from fakes import write_pattern_images
 
 # A Ray started by the tests stays on loopback; trials use one CPU each.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -14,22 +15,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GRAFFITI = SHARED / "datasets" / "graffiti"
-
-
-def write_pattern_images(root: Path, per_class: int = 24, size: int = 24, classes: tuple[str, ...] = ("cat", "dog"), seed: int = 0) -> Path:
-    """Write an image folder whose classes differ by which band of the picture is bright."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    k = len(classes)
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-            band = slice(c * size // k, (c + 1) * size // k)
-            pixels[band, :, :] = rng.integers(180, 255, pixels[band].shape, dtype=np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{name}_{i:03d}.png")
-    return root
 
 
 @pytest.fixture(scope="session")

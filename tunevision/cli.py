@@ -19,6 +19,25 @@ def _add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=int, help="trials running at once at most (default: as many as resources allow)")
     p.add_argument("--seed", type=int, help="split and searcher seed (Search.seed)")
     p.add_argument("--name", help="search name: the MLflow experiment and registered model name (Search.name)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a space key to a constant, VALUE read as a Python literal: --set weights=None --set image_size=64")
+
+
+def _space_overrides(pairs: Sequence[str]) -> dict:
+    import ast
+
+    from tunevision.space import KEYS
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in KEYS:
+            raise TunevisionError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(KEYS))}")
+        try:
+            overrides[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key] = text  # a bare word: a string such as a backbone name
+    return overrides
 
 
 def _load(args: argparse.Namespace):
@@ -26,9 +45,10 @@ def _load(args: argparse.Namespace):
 
     search = load_search_file(args.file)
     data = search.data.with_root(args.data) if args.data else None
+    space = {**search.space, **_space_overrides(args.set)} if args.set else None
     try:
         return search.replace(
-            data=data, trials=args.trials, max_epochs=args.max_epochs, cpus_per_trial=args.cpus_per_trial,
+            data=data, space=space, trials=args.trials, max_epochs=args.max_epochs, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, seed=args.seed, name=args.name,
         )
     except TunevisionError as e:

@@ -37,6 +37,7 @@ class Outcome:
 
 
 def _searcher(search: Search) -> Any:
+    """Return the search algorithm: Optuna's TPE, or Ray's random/grid variant generator."""
     from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.sample import Domain
 
@@ -44,8 +45,13 @@ def _searcher(search: Search) -> Any:
 
     samples = any(isinstance(value, Domain) for _, value in _walk(search.space))
     if search.searcher == "optuna" and samples:  # a space of constants leaves TPE nothing to choose
+        import warnings
+
         import optuna
         from ray.tune.search.optuna import OptunaSearch
+
+        # Lists as choices (hidden_units: [[128], [128, 64]]) work with the in-memory study Ray uses.
+        warnings.filterwarnings("ignore", message="Choices for a categorical distribution")
 
         return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=search.seed))
     return BasicVariantGenerator(random_state=search.seed)

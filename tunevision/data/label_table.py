@@ -24,7 +24,9 @@ class LabelTable(DataSource):
     `path_column` holds paths relative to `images` (or bare names); `suffix` is appended to names that
     lack it (`10_left` -> `10_left.jpeg`). `split_column`, if given, fixes each row's split (train, val
     or test; an empty cell leaves the row to the stratified split). Rows whose file is missing and image
-    files under `images` that no row lists become problems. `images` defaults to the table's folder.
+    files under `images` that no row lists become problems. `images` defaults to the table's folder, and
+a relative `images` is relative to the table's folder, so `--data other/trainLabels.csv` finds
+`other/train/`.
 
     Example::
 
@@ -43,7 +45,7 @@ class LabelTable(DataSource):
     @property
     def image_dir(self) -> str:
         """The folder the table's paths are relative to."""
-        return self.images if self.images is not None else os.path.dirname(os.path.abspath(self.table))
+        return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.table)), os.path.expanduser(self.images or "")))
 
     def samples(self) -> tuple[list[Sample], list[Problem]]:
         """List the table's rows; missing files, duplicate rows and unlisted images are problems."""
