@@ -7,9 +7,6 @@ The official test set is the test split; the official train set is split into tr
 from __future__ import annotations
 
 import os
-import socket
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +14,7 @@ from PIL import Image
 
 from tunevision.data.base import DataSource, Problem, Sample
 from tunevision.errors import TunevisionError
+from tunevision.network import reachable
 
 
 @dataclass(frozen=True)
@@ -43,21 +41,6 @@ SETS: dict[str, SetSpec] = {
 }
 
 
-def _reachable(host: str, timeout: float = 3.0) -> bool:
-    # Name resolution ignores socket timeouts, so the whole check runs in a thread we stop waiting for.
-    def connect() -> bool:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-
-    pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        return pool.submit(connect).result(timeout=timeout)
-    except (OSError, FutureTimeout):
-        return False
-    finally:
-        pool.shutdown(wait=False)
-
-
 class TorchvisionSet(DataSource):
     """A torchvision built-in set under `root`; labels are its class names.
 
@@ -82,7 +65,7 @@ class TorchvisionSet(DataSource):
             try:
                 self._sets[part] = build(root, train=part == "train", download=False)
             except RuntimeError:
-                if not _reachable(spec.host):
+                if not reachable(spec.host, 3.0):
                     raise TunevisionError(
                         f"TorchvisionSet({self.name!r}): not found under {os.path.abspath(root)} and {spec.host} is "
                         f"unreachable; put {spec.expected} in {os.path.abspath(root)}"

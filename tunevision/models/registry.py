@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
-import functools
 import os
-import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -124,25 +121,9 @@ def hub_file(weights: Any) -> Path:
 
 def offline(url: str, timeout: float = 2.0) -> bool:
     """True when TUNEVISION_OFFLINE=1 or the url's host does not answer on port 443 within `timeout` s."""
-    return os.environ.get("TUNEVISION_OFFLINE") == "1" or not _reachable(urlparse(url).hostname, timeout)
+    from tunevision.network import reachable
 
-
-@functools.lru_cache(maxsize=None)
-def _reachable(host: str, timeout: float) -> bool:
-    answered: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            answered.append(True)
-        except OSError:
-            pass
-
-    # A thread, because the name lookup before the connect ignores the socket timeout.
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(answered)
+    return not reachable(urlparse(url).hostname, timeout)
 
 
 def check_weights(backbone: str, weights: Any) -> None:
