@@ -13,10 +13,6 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TUNEVISION_OFFLINE", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GRAFFITI = SHARED / "datasets" / "graffiti"
-
-
 @pytest.fixture(scope="session")
 def ray_session():
     """Start Ray once for every test that runs a search in-process."""
@@ -44,8 +40,3 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the decode-once cache at a temporary folder."""
     monkeypatch.setenv("TUNEVISION_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def needs_graffiti() -> pytest.MarkDecorator:
-    """Skip unless the shared graffiti photographs are next to the project."""
-    return pytest.mark.skipif(not GRAFFITI.is_dir(), reason=f"{GRAFFITI} not present")

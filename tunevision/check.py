@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
-from tunevision.search import Search, _is_grid
+from tunevision.search import Search, is_grid
 
 
 def sample_config(space: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
@@ -15,7 +15,7 @@ def sample_config(space: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
 
     def draw(value: Any) -> Any:
-        if _is_grid(value):
+        if is_grid(value):
             return value["grid_search"][0]
         if isinstance(value, Domain):
             return value.sample(random_state=rng)

@@ -80,7 +80,7 @@ class Search:
         for key in self.space:
             if key not in KEYS:
                 raise TunevisionError(f"space[{key!r}]: unknown key (known: {', '.join(sorted(KEYS))})")
-        if self.searcher == "optuna" and any(_is_grid(v) for _, v in _walk(self.space)):
+        if self.searcher == "optuna" and any(is_grid(v) for _, v in walk_space(self.space)):
             raise TunevisionError("space: tune.grid_search needs searcher='grid' or 'random' (Optuna samples, it does not enumerate)")
 
     def replace(self, **changes: Any) -> Search:
@@ -95,14 +95,16 @@ class Search:
         return _candidates(value)
 
 
-def _is_grid(value: Any) -> bool:
+def is_grid(value: Any) -> bool:
+    """True for a `tune.grid_search([...])` value."""
     return isinstance(value, dict) and set(value) == {"grid_search"}
 
 
-def _walk(space: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def walk_space(space: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ("augment/hflip", value) for every leaf of a nested space."""
     for key, value in space.items():
-        if isinstance(value, dict) and not _is_grid(value):
-            yield from _walk(value, f"{prefix}{key}/")
+        if isinstance(value, dict) and not is_grid(value):
+            yield from walk_space(value, f"{prefix}{key}/")
         else:
             yield f"{prefix}{key}", value
 
@@ -110,7 +112,7 @@ def _walk(space: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any
 def _candidates(value: Any) -> list[Any]:
     from ray.tune.search.sample import Categorical, Domain
 
-    if _is_grid(value):
+    if is_grid(value):
         return list(value["grid_search"])
     if isinstance(value, Categorical):
         return list(value.categories)

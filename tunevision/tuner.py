@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +40,9 @@ def _searcher(search: Search) -> Any:
     from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.sample import Domain
 
-    from tunevision.search import _walk
+    from tunevision.search import walk_space
 
-    samples = any(isinstance(value, Domain) for _, value in _walk(search.space))
+    samples = any(isinstance(value, Domain) for _, value in walk_space(search.space))
     if search.searcher == "optuna" and samples:  # a space of constants leaves TPE nothing to choose
         import warnings
 

@@ -73,5 +73,4 @@ def _build(data: PreparedData, size: int, path: Path, workers: int | None) -> No
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         list(pool.map(fill, range(len(keys))))
     array.flush()
-    del array
     os.replace(tmp, path)
