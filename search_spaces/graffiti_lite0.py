@@ -19,8 +19,8 @@ search = tunevision.Search(
     space={
         "backbone": "efficientnet_lite0",
         "weights": "imagenet",
-        "trainable_layers": tune.choice([0, 6, 12]),
-        "lr": tune.loguniform(3e-4, 3e-3),
+        "trainable_layers": tune.choice([12, 24]),
+        "lr": tune.loguniform(3e-4, 1.5e-3),
         "batch_size": 32,
         "dropout": 0.3,
         "augment": {"shear": 0.2, "hflip": True, "zoom": 0.2},
@@ -28,8 +28,7 @@ search = tunevision.Search(
     },
     metric="val_accuracy",
     positive_class="Graffiti",
-    trials=6,
-    max_epochs=8,
-    patience=3,
-    grace_period=3,
+    trials=4,
+    max_epochs=4,
+    grace_period=2,
 )

@@ -1,0 +1,65 @@
+"""Reproduce the graffiti study with search_spaces/graffiti_lite0.py on three split seeds and print the README table.
+
+Usage: python bench/reproduce_graffiti.py [--data ../shared/datasets/graffiti] [--seeds 1 2 3] [--out DIR]
+
+Each seed is one full `tunevision search` through the CLI (its own split, its own searcher seed),
+timed from the command's start to its end; the figures are read back from the MLflow store.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "graffiti"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--out", default="/tmp/tunevision-graffiti")
+    args = parser.parse_args()
+    if not Path(args.data).is_dir():
+        print(f"skipped: {args.data} not found (the 787 graffiti photographs)")
+        return 0
+    from mlflow import MlflowClient
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    tunevision = str(Path(sys.executable).with_name("tunevision"))
+    rows = []
+    for seed in args.seeds:
+        name = f"graffiti_lite0-seed{seed}"
+        command = [tunevision, "search", str(ROOT / "search_spaces" / "graffiti_lite0.py"), "--data", args.data,
+                   "--seed", str(seed), "--name", name, "--tracking-uri", uri, "--storage", str(out / "ray")]
+        started = time.monotonic()
+        with open(out / f"{name}.log", "w") as log:
+            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True, env=os.environ)
+        wall = time.monotonic() - started
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        parent = next(r for r in runs if r.data.tags["tunevision.role"] == "search")
+        trials = sum(1 for r in runs if r.data.tags["tunevision.role"] == "trial")
+        m = parent.data.metrics
+        rows.append((seed, m["test_accuracy"], m["test_fnr"], m["test_precision.Graffiti"], m["test_recall.Graffiti"],
+                     m["test_precision.No-Graffiti"], m["test_recall.No-Graffiti"], trials, wall))
+        print(f"seed {seed}: test accuracy {m['test_accuracy']:.4f}, FNR {m['test_fnr']:.4f}, {trials} trials, {wall / 60:.1f} min", flush=True)
+    header = ("| split seed | test accuracy | FNR (graffiti missed) | precision Graffiti | recall Graffiti "
+              "| precision No-Graffiti | recall No-Graffiti | trials | wall time (2 CPU cores) |")
+    print("\n" + header + "\n|" + " --- |" * 9)
+    for seed, acc, fnr, pg, rg, pn, rn, trials, wall in rows:
+        print(f"| {seed} | {acc:.1%} | {fnr:.1%} | {pg:.1%} | {rg:.1%} | {pn:.1%} | {rn:.1%} | {trials} | {wall / 60:.1f} min |")
+    n = len(rows)
+    mean = [sum(r[i] for r in rows) / n for i in range(1, 7)]
+    print(f"| mean | {mean[0]:.1%} | {mean[1]:.1%} | {mean[2]:.1%} | {mean[3]:.1%} | {mean[4]:.1%} | {mean[5]:.1%} "
+          f"| {sum(r[7] for r in rows) / n:.0f} | {sum(r[8] for r in rows) / n / 60:.1f} min |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
