@@ -14,7 +14,7 @@ from PIL import Image
 
 from tunevision.data.base import DataSource, Problem, Sample
 from tunevision.errors import TunevisionError
-from tunevision.network import reachable
+from tunevision.online import reachable
 
 
 @dataclass(frozen=True)

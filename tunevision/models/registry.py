@@ -121,7 +121,7 @@ def hub_file(weights: Any) -> Path:
 
 def offline(url: str, timeout: float = 2.0) -> bool:
     """True when TUNEVISION_OFFLINE=1 or the url's host does not answer on port 443 within `timeout` s."""
-    from tunevision.network import reachable
+    from tunevision.online import reachable
 
     return not reachable(urlparse(url).hostname, timeout)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from tunevision.network import reachable
+from tunevision.online import reachable
 
 
 def test_unresolvable_host_is_unreachable_within_the_timeout(monkeypatch):
@@ -21,10 +21,10 @@ def test_offline_setting_answers_false_without_probing(monkeypatch):
 
 
 def test_a_connect_that_hangs_is_abandoned_after_the_timeout(monkeypatch):
-    import tunevision.network as network
+    import tunevision.online as online
 
     monkeypatch.delenv("TUNEVISION_OFFLINE", raising=False)
-    monkeypatch.setattr(network.socket, "create_connection", lambda *a, **k: time.sleep(3))
+    monkeypatch.setattr(online.socket, "create_connection", lambda *a, **k: time.sleep(3))
     started = time.monotonic()
     assert reachable.__wrapped__("unanswering.invalid", timeout=0.3) is False
     assert time.monotonic() - started < 1.5
