@@ -53,3 +53,20 @@ def test_backbones_lists_registered_names(capsys):
 def test_predict_names_a_missing_image(tmp_path, capsys):
     assert main(["predict", "models:/nothing/1", str(tmp_path / "none.png")]) == 2
     assert "none.png: no such image file" in capsys.readouterr().err
+
+
+def test_search_offline_without_weights_stops_before_ray_naming_the_file(tmp_path, monkeypatch, capsys):
+    import time
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("TUNEVISION_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "r.py"
+    path.write_text("import tunevision\nsearch = tunevision.Search(name='r', data=tunevision.Digits(), space={'backbone': 'resnet18'})\n")
+    started = time.monotonic()
+    assert main(["search", str(path)]) == 2
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "resnet18-f37072fd.pth" in err and str(tmp_path / "torch") in err and "efficientnet_lite0" in err
+    assert not (tmp_path / "mlflow.db").exists()  # stopped before any run was opened

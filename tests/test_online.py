@@ -24,7 +24,11 @@ def test_a_connect_that_hangs_is_abandoned_after_the_timeout(monkeypatch):
     import tunevision.online as online
 
     monkeypatch.delenv("TUNEVISION_OFFLINE", raising=False)
-    monkeypatch.setattr(online.socket, "create_connection", lambda *a, **k: time.sleep(3))
+    def hang(*args, **kwargs):
+        time.sleep(3)
+        raise OSError("timed out")
+
+    monkeypatch.setattr(online.socket, "create_connection", hang)
     started = time.monotonic()
     assert reachable.__wrapped__("unanswering.invalid", timeout=0.3) is False
     assert time.monotonic() - started < 1.5

@@ -71,13 +71,10 @@ def check_search(search: Search) -> None:
 
     for backbone in search.candidates("backbone"):
         for weights in search.candidates("weights"):
-            try:
-                check_weights(backbone, weights)
-            except TunevisionError as e:
-                raise TunevisionError(f"space: {e}") from None
+            check_weights(backbone, weights)
 
 
-def _start_ray(address: str | None, search: Search) -> None:
+def _start_ray(address: str | None) -> None:
     import ray
 
     if ray.is_initialized():
@@ -112,7 +109,7 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
     search_run.log_text(data.manifest_csv(), "manifest.csv")
     status = "FAILED"
     try:
-        _start_ray(options.address, search)
+        _start_ray(options.address)
         num_samples = 1 if search.searcher == "grid" else search.trials
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, data=data, search=search),
