@@ -65,10 +65,11 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search) -> 
         callbacks.append(EarlyStopping(monitor=search.metric, mode=search.mode, patience=search.patience))
     trainer = build_trainer(search, datamodule, callbacks)
     checkpoint = tune.get_checkpoint()
-    ckpt_path = None
-    if checkpoint is not None:  # restored after a crash or node loss: continue from the last epoch
-        ckpt_path = os.path.join(checkpoint.to_directory(), CHECKPOINT_FILE)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if checkpoint is None:
+        trainer.fit(model, datamodule=datamodule)
+        return
+    with checkpoint.as_directory() as folder:  # restored after a crash or node loss: continue from the last epoch
+        trainer.fit(model, datamodule=datamodule, ckpt_path=os.path.join(folder, CHECKPOINT_FILE))
 
 
 def evaluate_checkpoint(path: str | Path, data: PreparedData, search: Search) -> tuple[Any, dict[str, float]]:
