@@ -2,23 +2,59 @@
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
 from tunevision.data import ImageDataModule, PreparedData
+from tunevision.errors import TunevisionError
 from tunevision.search import Search
 from tunevision.space import final, resolve
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
 
 
-def build_trainer(search: Search, datamodule: ImageDataModule, callbacks: list, accelerator: str = "auto") -> Any:
-    """Return the Lightning Trainer a trial uses: one device, no Lightning logger (Tune reports instead)."""
-    import pytorch_lightning as pl
+def placement(started: float) -> dict[str, Any]:
+    """Where this trial process runs: Ray node id and IP, the GPU ids Ray gave it, when it started."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return {
+        "node_id": context.get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+        "process_started": started,
+    }
+
+
+def choose_accelerator(gpu_ids: str, cpu_fallback: bool) -> str:
+    """Return "gpu" when Ray gave this trial a GPU that CUDA can see, "cpu" when it gave none.
+
+    A GPU given on a node where CUDA is unavailable is an error, unless `cpu_fallback` says to train
+    on the CPU instead (how fake `--num-gpus` clusters are tested).
+    """
+    import ray
     import torch
 
-    gpu = accelerator != "cpu" and torch.cuda.is_available()
+    if not gpu_ids:
+        return "cpu"
+    if torch.cuda.is_available():
+        return "gpu"
+    if cpu_fallback:
+        return "cpu"
+    why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA driver or device is visible"
+    raise TunevisionError(
+        f"trial was given GPU {gpu_ids} on node {ray.util.get_node_ip_address()} but CUDA is unavailable there "
+        f"({why}; torch {torch.__version__}): run GPU trials on CUDA nodes, or pass --cpu-fallback to train on the CPU"
+    )
+
+
+def build_trainer(search: Search, datamodule: ImageDataModule, callbacks: list, accelerator: str = "cpu") -> Any:
+    """Return the Lightning Trainer a trial uses: one device, no Lightning logger (Tune reports instead)."""
+    import pytorch_lightning as pl
+
+    gpu = accelerator == "gpu"
     return pl.Trainer(
         max_epochs=search.max_epochs,
         accelerator="gpu" if gpu else "cpu",
@@ -35,16 +71,37 @@ def build_trainer(search: Search, datamodule: ImageDataModule, callbacks: list, 
     )
 
 
-def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search) -> None:
-    """Ray Tune function trainable: train one configuration, reporting figures and a checkpoint every epoch."""
+def _epoch_report(where: Mapping[str, Any]) -> Any:
+    """Tune's Lightning callback, with the trial's placement added to every epoch's report."""
+    from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
+
+    class EpochReport(TuneReportCheckpointCallback):
+        def _get_report_dict(self, trainer: Any, pl_module: Any) -> dict | None:
+            report = super()._get_report_dict(trainer, pl_module)
+            return {**report, **where} if report else report
+
+    return EpochReport(filename=CHECKPOINT_FILE, on="train_epoch_end")
+
+
+def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu_fallback: bool = False,
+              backbones: Mapping[str, Any] | None = None) -> None:
+    """Ray Tune function trainable: train one configuration, reporting figures and a checkpoint every epoch.
+
+    `backbones` are the specs of the search's candidate backbones, so that one registered by the search
+    file itself (which trial processes never run) exists here too.
+    """
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import EarlyStopping
     from ray import tune
-    from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
     from tunevision.models.classifier import Classifier
+    from tunevision.models.registry import register_missing
 
+    register_missing(backbones or {})
+
+    where = placement(time.time())
+    accelerator = choose_accelerator(where["gpu_ids"], cpu_fallback)
     trial_id = tune.get_context().get_trial_id() or "local"
     pl.seed_everything(search.seed + zlib.crc32(trial_id.encode()) % 100_000, workers=True, verbose=False)
     torch.set_num_threads(max(1, int(search.cpus_per_trial)))
@@ -57,13 +114,13 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search) -> 
         class_weights=data.class_weights().tolist() if cfg["class_weights"] else None,
         positive_class=search.positive_class,
     )
-    if torch.cuda.is_available():
+    if accelerator == "gpu":
         model = model.to(memory_format=torch.channels_last)
     datamodule = ImageDataModule(data, cfg, model.network.image_size)
-    callbacks: list = [TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="train_epoch_end")]
+    callbacks: list = [_epoch_report(where)]
     if search.patience is not None:
         callbacks.append(EarlyStopping(monitor=search.metric, mode=search.mode, patience=search.patience))
-    trainer = build_trainer(search, datamodule, callbacks)
+    trainer = build_trainer(search, datamodule, callbacks, accelerator)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         trainer.fit(model, datamodule=datamodule)

@@ -102,6 +102,12 @@ def register_backbone(name: str, spec: BackboneSpec | None = None) -> Any:
     return spec
 
 
+def register_missing(specs: Mapping[str, BackboneSpec]) -> None:
+    """Register the specs this process lacks: a trial process gets the backbones its search file registered."""
+    for name, spec in specs.items():
+        _BACKBONES.setdefault(name, spec)
+
+
 def list_backbones(pattern: str = "*") -> list[str]:
     """Return the sorted registered names matching the fnmatch `pattern`, e.g. `list_backbones("resnet*")`."""
     return sorted(n for n in _BACKBONES if fnmatch.fnmatch(n, pattern))
