@@ -60,11 +60,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     from tunevision.tuner import RunOptions, run
 
     search = _load(args)
-    outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage))
+    outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage, args.resume, args.cpu_fallback))
     print(f"best trial {outcome.best_trial_id}: {search.metric} = {outcome.best_val:.4f} (validation)")
     print("config: " + ", ".join(f"{k}={v}" for k, v in outcome.best_config.items()))
     shown = [k for k in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_fnr", "test_fpr") if k in outcome.test_figures]
     print("test (once, chosen model): " + ", ".join(f"{k}={outcome.test_figures[k]:.4f}" for k in shown))
+    print(f"trials: {outcome.trials - outcome.failed} finished, {outcome.failed} failed")
     print(f"model: {outcome.model_uri}   MLflow parent run: {outcome.parent_run_id}")
     return 0
 
@@ -111,6 +112,12 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--address", help="an existing Ray cluster ('auto', or head-ip:6379); default: Ray started in-process")
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own, sqlite:///mlflow.db in the working folder)")
     search.add_argument("--storage", help="Ray Tune storage path for checkpoints: a shared folder or a cloud URI on a cluster (default ~/ray_results)")
+    search.add_argument("--resume", action="store_true",
+                        help="continue the newest unfinished search of this name (after the driver died): same MLflow run, "
+                             "finished trials kept, unfinished ones from their last checkpoint, the searcher's history kept")
+    search.add_argument("--cpu-fallback", action="store_true",
+                        help="a trial given a GPU on a node where CUDA is unavailable trains on the CPU instead of failing "
+                             "(for clusters that declare GPUs with --num-gpus for placement tests)")
     search.set_defaults(func=cmd_search)
     check = sub.add_parser("check", help="validate the data, build one trial's model and data loader, train nothing")
     _add_search_flags(check)

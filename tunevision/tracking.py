@@ -47,10 +47,68 @@ def _log_confusion(client: MlflowClient, run_id: str, figures: Mapping[str, floa
         client.log_artifacts(run_id, tmp, folder)
 
 
+def check_tracking_uri(uri: str | None, timeout: float = 5.0) -> None:
+    """Raise one line, within `timeout` seconds, when no MLflow tracking server answers at an http(s) URI.
+
+    MLflow's client retries a refused or silent server with backoff for minutes; a search must stop before
+    Ray and any trial start instead. One MLflow REST call (GET experiments/search) is asked with a hard
+    deadline: a refused connection, no answer in time, or an answer that is not MLflow's JSON fails. 401/403
+    mean a server that wants credentials, which MLflow's client sends. `None` checks MLflow's current URI
+    (MLFLOW_TRACKING_URI); other schemes (sqlite, file, databricks...) are left to MLflow.
+    """
+    import threading
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    uri = uri or mlflow.get_tracking_uri()
+    if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
+        return
+    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    context = None  # TLS verified as MLflow's client is told to
+    if urllib.parse.urlsplit(uri).scheme == "https":
+        import os
+        import ssl
+
+        if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
+            context = ssl._create_unverified_context()
+        elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+            context = ssl.create_default_context(cafile=os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"])
+    why: list[str] = []  # stays empty when an MLflow server answered
+
+    def ask() -> None:
+        try:
+            with urllib.request.urlopen(probe, timeout=timeout, context=context) as response:
+                body = response.read(1_000_000)
+            if not isinstance(json.loads(body or b"{}"), dict):
+                why.append("its answer to an MLflow REST call is not MLflow's JSON")
+        except urllib.error.HTTPError as e:
+            if e.code not in (401, 403):
+                why.append(f"it answered HTTP {e.code} to an MLflow REST call")
+        except urllib.error.URLError as e:
+            why.append(f"cannot connect: {getattr(e.reason, 'strerror', None) or e.reason}")
+        except ValueError:
+            why.append("its answer to an MLflow REST call is not MLflow's JSON")
+        except Exception as e:  # a closed connection, a reply that is not HTTP, a read timeout...
+            why.append(f"no MLflow answer: {str(e) or type(e).__name__}")
+
+    asker = threading.Thread(target=ask, name="tunevision-check-tracking-uri", daemon=True)
+    asker.start()
+    asker.join(timeout)
+    if asker.is_alive():
+        why.append(f"no answer within {timeout:g} s")
+    if why:
+        raise TunevisionError(
+            f"--tracking-uri {uri}: no MLflow tracking server answers there ({why[0]}); "
+            f"start `mlflow server` there or pass another --tracking-uri"
+        )
+
+
 class SearchRun:
     """The parent run of one `tunevision search`: search file, data report, manifest, best config, test figures."""
 
     def __init__(self, tracking_uri: str | None, experiment: str) -> None:
+        check_tracking_uri(tracking_uri, timeout=4.0)  # 4 s: with loading the data, a search still fails within 5 s
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
         self.tracking_uri = mlflow.get_tracking_uri()
@@ -69,6 +127,29 @@ class SearchRun:
         self.run_id = run.info.run_id
         self.client.log_artifact(self.run_id, str(search_file))
         return self.run_id
+
+    def search_runs(self) -> list[Any]:
+        """Every earlier search run of this experiment, newest first."""
+        return self.client.search_runs([self.experiment_id], f"tags.`{ROLE}` = 'search'",
+                                       order_by=["attributes.start_time DESC"], max_results=1000)
+
+    def reopen(self, run_id: str) -> None:
+        """Continue an earlier search run (`--resume`): mark it running again."""
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+
+    def read_text(self, name: str, run_id: str | None = None) -> str:
+        """Return a text artifact of this (or another) search run."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(self.client.download_artifacts(run_id or self.run_id, name, tmp)).read_text()
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tag the search run."""
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_figures(self, figures: Mapping[str, float], step: int = 0) -> None:
+        """Log metrics on the search run."""
+        _log_metrics(self.client, self.run_id, figures, step)
 
     def log_text(self, text: str, name: str) -> None:
         """Store a text artifact on the parent run."""
@@ -109,9 +190,14 @@ class SearchRun:
 
 
 class TrialRecorder(Callback):
-    """Ray Tune callback (runs in the driver) that writes each trial as a child run of the search run."""
+    """Ray Tune callback (runs in the driver) that writes each trial as a child run of the search run.
+
+    Ray pickles it with the experiment and restores it on `--resume`: the MLflow client is rebuilt from
+    the tracking URI, and what it knows per trial (last step, best epoch) travels in `get_state`.
+    """
 
     def __init__(self, search_run: SearchRun, classes: Sequence[str], metric: str, mode: str) -> None:
+        self.tracking_uri = search_run.tracking_uri
         self.client = search_run.client
         self.experiment_id = search_run.experiment_id
         self.parent_id = search_run.run_id
@@ -120,6 +206,25 @@ class TrialRecorder(Callback):
         self.runs: dict[str, str] = {}
         self.best: dict[str, dict[str, float]] = {}
         self.last_step: dict[str, int] = {}
+        self.placements: dict[str, list[dict[str, Any]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("client")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.client = MlflowClient(self.tracking_uri)
+
+    def get_state(self) -> dict[str, Any]:
+        """What Ray stores with each experiment snapshot, for a restored search."""
+        return {"runs": self.runs, "best": self.best, "last_step": self.last_step, "placements": self.placements}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Take back what `get_state` stored."""
+        for key in ("runs", "best", "last_step", "placements"):
+            getattr(self, key).update(state.get(key, {}))
 
     def run_id(self, trial: Any) -> str:
         """Return the trial's child run, creating it once; a restored trial finds its existing run."""
@@ -132,6 +237,9 @@ class TrialRecorder(Callback):
         )
         if found:
             run_id = found[0].info.run_id
+            # The driver died after logging steps its snapshot does not know: never log them twice.
+            logged = [m.step for m in self.client.get_metric_history(run_id, self.metric)]
+            self.last_step[trial.trial_id] = max([self.last_step.get(trial.trial_id, 0), *logged])
         else:
             run = self.client.create_run(
                 self.experiment_id, run_name=str(trial),
@@ -143,9 +251,28 @@ class TrialRecorder(Callback):
         return run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.run_id(trial)
+        run_id = self.run_id(trial)
+        self.client.update_run(run_id, status="RUNNING")  # a resumed trial that had been left FAILED or KILLED
+
+    def _record_placement(self, trial: Any, result: Mapping[str, Any]) -> None:
+        """Tag where the trial runs; every process it ran in (node, GPUs, from, to) goes in `tunevision.placements`."""
+        if "node_id" not in result:
+            return
+        history = self.placements.setdefault(trial.trial_id, [])
+        where = {"node_id": result["node_id"], "node_ip": result.get("node_ip", ""),
+                 "gpu_ids": [g for g in str(result.get("gpu_ids", "")).split(",") if g],
+                 "start": float(result.get("process_started", 0.0))}
+        if history and history[-1]["start"] == where["start"] and history[-1]["node_id"] == where["node_id"]:
+            history[-1]["end"] = time.time()
+        else:
+            history.append({**where, "end": time.time()})
+        tags = [RunTag("tunevision.node_id", where["node_id"]), RunTag("tunevision.node_ip", where["node_ip"]),
+                RunTag("tunevision.gpu_ids", ",".join(where["gpu_ids"])),
+                RunTag("tunevision.placements", json.dumps(history[-20:]))]  # the last 20 fit MLflow's tag size
+        self.client.log_batch(self.run_id(trial), tags=tags)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._record_placement(trial, result)
         step = int(result.get("training_iteration", 0))
         if step <= self.last_step.get(trial.trial_id, 0):
             return  # a restored trial repeating an epoch already recorded
@@ -166,12 +293,41 @@ class TrialRecorder(Callback):
             _log_confusion(self.client, run_id, best, "val", self.classes, None, {"epoch": best["epoch"]})
         self.client.set_terminated(run_id, "FINISHED")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Ray retries it from its last checkpoint (a lost node, a crashed process): count and say why.
+        run_id = self.run_id(trial)
+        self.client.log_batch(run_id, tags=[RunTag("tunevision.retries", str(trial.num_failures)),
+                                            RunTag("tunevision.last_retry_reason", error_reason(trial))])
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
-        error = trial.get_pickled_error() or trial.get_error()
-        lines = str(error or "failed").strip().splitlines()
-        self.client.set_tag(run_id, "tunevision.error", (lines[-1] if lines else "failed")[:5000])
+        self.client.set_tag(run_id, "tunevision.error", error_reason(trial))
         self.client.set_terminated(run_id, "FAILED")
+
+
+def error_reason(trial: Any) -> str:
+    """One line saying why a trial failed: the exception's own last line, not Ray's wrapper."""
+    error = _local_error(trial) or trial.get_pickled_error() or trial.get_error()
+    cause = getattr(error, "cause", None) or error  # RayTaskError wraps the trial's own exception
+    text = f"{type(cause).__name__}: {cause}" if isinstance(cause, BaseException) else str(error or "failed")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "failed")[:5000]
+
+
+def _local_error(trial: Any) -> Any:
+    """The trial's latest error as the driver just wrote it (storage gets its copy later)."""
+    import os
+
+    import ray.cloudpickle as pickle
+
+    path = getattr(trial, "pickled_error_file", None)
+    if path and os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        return Path(path).read_text()
+    return None
 
 
 def load_model(model_uri: str) -> Any:

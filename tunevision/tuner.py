@@ -19,6 +19,8 @@ class RunOptions:
     address: str | None = None  # an existing Ray cluster; None = Ray started in-process
     tracking_uri: str | None = None  # None = MLflow's default (sqlite:///mlflow.db in the working folder)
     storage: str | None = None  # Ray Tune storage path; None = ~/ray_results
+    resume: bool = False  # continue the newest unfinished search of this name
+    cpu_fallback: bool = False  # a trial given a GPU on a node without CUDA trains on the CPU instead of failing
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Outcome:
     model_uri: str
     trials: int
     failed: int
+    resumed: bool = False
 
 
 def _searcher(search: Search) -> Any:
@@ -74,6 +77,81 @@ def check_search(search: Search) -> None:
             check_weights(backbone, weights)
 
 
+SEARCH_FILE_SHA = "tunevision.search_file_sha256"
+TUNE_PATH = "tunevision.tune_path"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _earlier_search(search_run: Any, search: Search, options: RunOptions, sha: str) -> Any | None:
+    """The search run `--resume` continues (None without --resume); refuse a name taken by another file."""
+    earlier = search_run.search_runs()
+    where = f"experiment {search.name!r} in {search_run.tracking_uri}"
+    if not options.resume:
+        other = [r for r in earlier if r.data.tags.get(SEARCH_FILE_SHA, sha) != sha]
+        if other:
+            used = other[0].data.tags.get("tunevision.search_file", "another file")
+            raise TunevisionError(
+                f"search name {search.name!r} is taken by a different search file ({used}, run {other[0].info.run_id}) "
+                f"in {search_run.tracking_uri}: pass --name NEW_NAME to start a new search, or --resume to continue that one"
+            )
+        return None
+    unfinished = [r for r in earlier if r.info.status != "FINISHED"]
+    if not unfinished:
+        state = f"its {len(earlier)} search run(s) all finished" if earlier else "there is no such search"
+        raise TunevisionError(f"--resume: nothing to resume in {where}: {state}; run without --resume to start one")
+    previous = unfinished[0]
+    if previous.data.tags.get(SEARCH_FILE_SHA) != sha:
+        raise TunevisionError(
+            f"--resume: {options.search_file} is not the file search run {previous.info.run_id} ran "
+            f"({previous.data.tags.get('tunevision.search_file', '?')}, changed since): restore it, or pass --name NEW_NAME without --resume"
+        )
+    if TUNE_PATH not in previous.data.tags:
+        raise TunevisionError(f"--resume: search run {previous.info.run_id} has no {TUNE_PATH} tag: it stopped before Ray Tune started")
+    stored = previous.data.tags[TUNE_PATH]
+    if options.storage and _join(options.storage, Path(stored).name) != stored:
+        raise TunevisionError(f"--resume: --storage {options.storage} differs from the search's own {stored}; leave --storage out")
+    return previous
+
+
+def _join(storage: str, name: str) -> str:
+    return storage.rstrip("/") + "/" + name if "://" in storage else str(Path(storage).expanduser().resolve() / name)
+
+
+def _optuna_history(tune_path: str) -> int | None:
+    """How many finished trials the restored Optuna study holds (None when not readable from here)."""
+    import glob
+
+    import optuna
+    import ray.cloudpickle as pickle
+
+    files = sorted(glob.glob(str(Path(tune_path) / "searcher-state-*.pkl")), key=os.path.getmtime)
+    if not files:
+        return None
+    with open(files[-1], "rb") as f:
+        state = pickle.load(f)
+    study = state.get("_ot_study") if isinstance(state, dict) else None
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) if study else None
+
+
+def _check_resources(search: Search, address: str | None, log: Callable[[str], None]) -> None:
+    """Stop before any trial when the cluster cannot hold one (a search would wait forever)."""
+    import ray
+
+    have = ray.cluster_resources()
+    for name, need, flag in (("CPU", search.cpus_per_trial, "--cpus-per-trial"), ("GPU", search.gpus_per_trial, "--gpus-per-trial")):
+        if need and have.get(name, 0) < need:
+            message = f"{flag} {need:g}: the Ray cluster has {have.get(name, 0):g} {name}(s) in all"
+            if address:  # an autoscaling cluster may still add the nodes
+                log(f"warning: {message}; trials wait until such nodes join")
+            else:
+                raise TunevisionError(f"{message}; lower {flag}, or run on a cluster with --address")
+
+
 def _start_ray(address: str | None) -> None:
     import ray
 
@@ -92,52 +170,66 @@ def _start_ray(address: str | None) -> None:
 
 def run(search: Search, options: RunOptions, log: Callable[[str], None] = print) -> Outcome:
     """Run `search` end to end and return what it chose; MLflow writes happen here, in the driver."""
+    import io
+
+    import pandas as pd
     import torch
     from ray import tune
 
     from tunevision.data import prepare
+    from tunevision.models import get_backbone
     from tunevision.tracking import SearchRun, TrialRecorder
     from tunevision.trial import CHECKPOINT_FILE, evaluate_checkpoint, run_trial
 
     check_search(search)
-    data = prepare(search.data, search.seed)
-    log(data.report())
     search_run = SearchRun(options.tracking_uri, search.name)
-    search_run.start(options.search_file, {"tunevision.search_file": str(options.search_file),
-                                           "tunevision.data": search.data.describe()})
-    search_run.log_text(data.report(), "data_report.txt")
-    search_run.log_text(data.manifest_csv(), "manifest.csv")
+    sha = _sha256(options.search_file)
+    previous = _earlier_search(search_run, search, options, sha)
+    manifest = None
+    if previous is not None:  # the same split as before, or a clear error if the data changed under it
+        text = search_run.read_text("manifest.csv", previous.info.run_id)
+        manifest = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    data = prepare(search.data, search.seed, manifest=manifest)
+    log(data.report())
+    _start_ray(options.address)
+    _check_resources(search, options.address, log)
+    if previous is not None:
+        search_run.reopen(previous.info.run_id)
+        tune_path = previous.data.tags[TUNE_PATH]
+        resumes = int(previous.data.tags.get("tunevision.resumes", "0")) + 1
+        search_run.set_tags({"tunevision.resumes": str(resumes)})
+        log(f"resuming search run {search_run.run_id} from {tune_path}")
+    else:
+        search_run.start(options.search_file, {"tunevision.search_file": str(options.search_file),
+                                               "tunevision.data": search.data.describe(), SEARCH_FILE_SHA: sha})
+        tune_path = _join(options.storage or os.path.expanduser("~/ray_results"), f"{search.name}-{search_run.run_id[:8]}")
+        search_run.set_tags({TUNE_PATH: tune_path})
+        search_run.log_text(data.report(), "data_report.txt")
+        search_run.log_text(data.manifest_csv(), "manifest.csv")
     status = "FAILED"
     try:
-        _start_ray(options.address)
-        num_samples = 1 if search.searcher == "grid" else search.trials
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, data=data, search=search),
+            tune.with_parameters(run_trial, data=data, search=search, cpu_fallback=options.cpu_fallback,
+                                 backbones={name: get_backbone(name) for name in search.candidates("backbone")}),
             {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
         )
-        recorder = TrialRecorder(search_run, data.classes, search.metric, search.mode)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=dict(search.space),
-            tune_config=tune.TuneConfig(
-                metric=search.metric, mode=search.mode, search_alg=_searcher(search),
-                scheduler=_scheduler(search), num_samples=num_samples, max_concurrent_trials=search.max_concurrent,
-            ),
-            run_config=tune.RunConfig(
-                name=f"{search.name}-{search_run.run_id[:8]}",
-                storage_path=options.storage,
-                callbacks=[recorder],
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=1, checkpoint_score_attribute=search.metric, checkpoint_score_order=search.mode,
-                ),
-                failure_config=tune.FailureConfig(max_failures=search.max_failures),
-                verbose=1,
-            ),
-        )
+        if previous is not None and tune.Tuner.can_restore(tune_path):
+            # Ray restores the trials, their checkpoints, the Optuna study and our TrialRecorder's state.
+            tuner = tune.Tuner.restore(tune_path, trainable, param_space=dict(search.space),
+                                       resume_unfinished=True, resume_errored=False)
+            history = _optuna_history(tune_path)
+            if history is not None:
+                log(f"the searcher keeps {history} finished trial(s) from before")
+                search_run.log_figures({"resume_optuna_history": history}, step=resumes)
+        else:
+            tuner = _new_tuner(search, trainable, TrialRecorder(search_run, data.classes, search.metric, search.mode),
+                               tune_path)
         started = time.monotonic()
         results = tuner.fit()
         failed = sum(1 for r in results if r.error is not None)
-        log(f"{len(results)} trials, {failed} failed, {time.monotonic() - started:.0f} s")
+        search_run.log_figures({"trials": len(results), "trials_failed": failed, "trials_finished": len(results) - failed})
+        log(f"{len(results)} trials: {len(results) - failed} finished, {failed} failed, {time.monotonic() - started:.0f} s"
+            + (" (failed trials: MLflow tag tunevision.error)" if failed else ""))
         try:
             best = results.get_best_result(search.metric, search.mode, scope="all")
         except RuntimeError:
@@ -155,6 +247,32 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         model_uri = search_run.log_model(predictor, example, search.name)
         status = "FINISHED"
         return Outcome(search_run.run_id, trial_id, dict(best.config), best_val, test_figures, model_uri,
-                       len(results), failed)
+                       len(results), failed, previous is not None)
     finally:
         search_run.finish(status)
+
+
+def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str) -> Any:
+    """A Tuner for a new search whose experiment folder is `tune_path`."""
+    from ray import tune
+
+    storage, name = tune_path.rsplit("/", 1)
+    num_samples = 1 if search.searcher == "grid" else search.trials
+    return tune.Tuner(
+        trainable,
+        param_space=dict(search.space),
+        tune_config=tune.TuneConfig(
+            metric=search.metric, mode=search.mode, search_alg=_searcher(search),
+            scheduler=_scheduler(search), num_samples=num_samples, max_concurrent_trials=search.max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            callbacks=[recorder],
+            checkpoint_config=tune.CheckpointConfig(  # Ray keeps this best one and the latest one
+                num_to_keep=1, checkpoint_score_attribute=search.metric, checkpoint_score_order=search.mode,
+            ),
+            failure_config=tune.FailureConfig(max_failures=search.max_failures),
+            verbose=1,
+        ),
+    )
