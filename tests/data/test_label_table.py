@@ -1,6 +1,8 @@
 """LabelTable reads a table of names and labels, appends suffixes and reports missing and unlisted files."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from conftest import noise
@@ -63,4 +65,4 @@ def test_unknown_column_names_file_and_columns(retina):
 def test_with_root_replaces_images_for_a_folder_and_table_for_a_file(retina):
     source = LabelTable(str(retina / "trainLabels.csv"), images="old")
     assert source.with_root(str(retina / "train")).images == str(retina / "train")
-    assert source.with_root("other.csv").table == "other.csv"
+    assert source.with_root("other.csv").table == str(Path.cwd() / "other.csv")  # relative: the driver's folder

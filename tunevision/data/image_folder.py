@@ -32,6 +32,10 @@ class ImageFolder(DataSource):
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     channels: int = 3
 
+    def __post_init__(self) -> None:
+        # Trial processes run in other folders (and on other nodes): a relative root means the driver's folder.
+        self.root = os.path.abspath(os.path.expanduser(self.root))
+
     def samples(self) -> tuple[list[Sample], list[Problem]]:
         """List `root`'s class folders; an explicit layout is one whose folders are all split names."""
         if not os.path.isdir(self.root):

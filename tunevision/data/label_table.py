@@ -42,6 +42,11 @@ a relative `images` is relative to the table's folder, so `--data other/trainLab
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     channels: int = 3
 
+    def __post_init__(self) -> None:
+        # Trial processes run in other folders (and on other nodes): a relative table means the driver's folder;
+        # `images` stays relative to the table's folder.
+        self.table = os.path.abspath(os.path.expanduser(self.table))
+
     @property
     def image_dir(self) -> str:
         """The folder the table's paths are relative to."""

@@ -52,7 +52,8 @@ class TorchvisionSet(DataSource):
     def __init__(self, name: str, root: str = "data", split: tuple[float, float, float] = (0.9, 0.1, 0.0)) -> None:
         if name not in SETS:
             raise TunevisionError(f"TorchvisionSet: unknown set {name!r} (known: {', '.join(SETS)})")
-        self.name, self.root, self.split = name, root, split
+        # Trial processes run in other folders (and on other nodes): a relative root means the driver's folder.
+        self.name, self.root, self.split = name, os.path.abspath(os.path.expanduser(root)), split
         self.channels = SETS[name].channels
         self._sets: dict[str, Any] = {}
 
