@@ -1,0 +1,156 @@
+"""A driver killed with SIGKILL mid-search: `--resume` continues the same search, nothing lost or repeated."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+SEARCH = '''
+from ray import tune
+import tunevision
+search = tunevision.Search(
+    name="resumable",
+    data=tunevision.ImageFolder("{root}"),
+    space={{"backbone": "cnn", "image_size": 48, "batch_size": 8, "lr": tune.loguniform(1e-3, 1e-2)}},
+    trials=4, max_epochs=5, scheduler="fifo", max_concurrent=1, seed=3,
+)
+'''
+
+
+def tunevision(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", TUNEVISION_OFFLINE="1")
+    env.pop("RAY_ADDRESS", None)
+    command = [str(Path(sys.executable).with_name("tunevision")), *args]
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+
+
+def trial_runs(client: MlflowClient) -> list:
+    experiment = client.get_experiment_by_name("resumable")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], "tags.`tunevision.role` = 'trial'")
+
+
+def steps(client: MlflowClient, run_id: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, "val_accuracy"))
+
+
+@pytest.fixture
+def search_file(tmp_path: Path, pattern_folder: Path) -> Path:
+    path = tmp_path / "resumable.py"
+    path.write_text(SEARCH.format(root=pattern_folder))
+    return path
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_continues_the_same_search_without_rerunning_or_duplicating(
+    tmp_path: Path, search_file: Path, cache_dir
+):
+    import optuna
+    import ray.cloudpickle as pickle
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    driver = tunevision("search", str(search_file), "--tracking-uri", uri, "--storage", str(tmp_path / "ray"), cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and driver.poll() is None:
+            runs = trial_runs(client)
+            finished = [r for r in runs if r.info.status == "FINISHED"]
+            running = [r for r in runs if r.info.status == "RUNNING" and steps(client, r.info.run_id)]
+            if finished and running:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, "the search ended before the kill: " + driver.stderr.read()[-2000:]
+        os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as an OOM killer or a lost login would
+        driver.wait(30)
+    finally:
+        try:  # what the driver started (its in-process Ray) goes down with it, as on a lost machine
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    before = {r.info.run_id: r for r in trial_runs(client)}
+    finished_before = {i: r for i, r in before.items() if r.info.status == "FINISHED"}
+    assert finished_before and len(finished_before) < 4
+    history_before = {i: steps(client, i) for i in before}
+
+    resumed = tunevision("search", str(search_file), "--resume", "--tracking-uri", uri, cwd=tmp_path)
+    out, err = resumed.communicate(timeout=400)
+
+    assert resumed.returncode == 0, err[-3000:]
+    experiment = client.get_experiment_by_name("resumable")
+    parents = client.search_runs([experiment.experiment_id], "tags.`tunevision.role` = 'search'")
+    assert len(parents) == 1  # the same search run, continued
+    parent = parents[0]
+    assert f"resuming search run {parent.info.run_id}" in out
+    assert parent.info.status == "FINISHED" and parent.data.tags["tunevision.resumes"] == "1"
+    assert "test_accuracy" in parent.data.metrics and parent.data.metrics["trials_finished"] == 4
+    after = trial_runs(client)
+    assert len(after) == 4 and len({r.data.tags["tunevision.trial_id"] for r in after}) == 4  # no duplicate runs
+    assert set(before) <= {r.info.run_id for r in after}  # trials cut off by the kill kept their runs
+    for run in after:
+        assert run.info.status == "FINISHED"
+        assert steps(client, run.info.run_id) == [1, 2, 3, 4, 5]  # no gap, no repeated step
+        if run.info.run_id in finished_before:  # finished trials were not run again
+            assert run.info.end_time == finished_before[run.info.run_id].info.end_time
+            assert steps(client, run.info.run_id) == history_before[run.info.run_id]
+    # Optuna's study carried the trials from before the kill into the suggestions after it.
+    known = parent.data.metrics["resume_optuna_history"]
+    assert known >= len(finished_before)
+    assert f"the searcher keeps {int(known)} finished trial(s) from before" in out
+    state_files = sorted(Path(parent.data.tags["tunevision.tune_path"]).glob("searcher-state-*.pkl"), key=os.path.getmtime)
+    study = pickle.loads(state_files[-1].read_bytes())["_ot_study"]
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 4
+    lrs = sorted(round(t.params["lr"], 12) for t in complete)
+    assert lrs == sorted(round(float(r.data.params["lr"]), 12) for r in after)
+
+
+@pytest.mark.slow
+def test_resume_of_a_search_that_does_not_exist_says_so(tmp_path: Path, search_file: Path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    started = time.monotonic()
+    process = tunevision("search", str(search_file), "--resume", "--name", "nosuch", "--tracking-uri", uri, cwd=tmp_path)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert err.strip().splitlines()[-1] == (
+        f"tunevision: error: --resume: nothing to resume in experiment 'nosuch' in {uri}: "
+        "there is no such search; run without --resume to start one"
+    )
+    assert time.monotonic() - started < 60
+
+
+def test_a_search_name_taken_by_another_search_file_is_refused_unless_resume_or_a_new_name(
+    tmp_path: Path, search_file: Path, mlflow_uri: str
+):
+    from tunevision.errors import TunevisionError
+    from tunevision.search import load_search_file
+    from tunevision.tracking import SearchRun
+    from tunevision.tuner import SEARCH_FILE_SHA, RunOptions, _earlier_search, _sha256
+
+    search = load_search_file(search_file)
+    first = SearchRun(mlflow_uri, search.name)
+    first.start(search_file, {SEARCH_FILE_SHA: _sha256(search_file), "tunevision.search_file": str(search_file)})
+    first.finish("FAILED")  # a search that died: --resume may continue it
+    edited = tmp_path / "edited.py"
+    edited.write_text(search_file.read_text().replace("max_epochs=5", "max_epochs=6"))
+    again = SearchRun(mlflow_uri, search.name)
+
+    assert _earlier_search(again, search, RunOptions(search_file), _sha256(search_file)) is None  # same file: fine
+    with pytest.raises(TunevisionError) as refused:
+        _earlier_search(again, search, RunOptions(edited), _sha256(edited))
+    assert str(refused.value) == (
+        f"search name 'resumable' is taken by a different search file ({search_file}, run {first.run_id}) "
+        f"in {mlflow_uri}: pass --name NEW_NAME to start a new search, or --resume to continue that one"
+    )
+    with pytest.raises(TunevisionError, match=r"--resume: .*edited.py is not the file search run .* ran"):
+        _earlier_search(again, search, RunOptions(edited, resume=True), _sha256(edited))
+    renamed = search.replace(name="resumable-v2")
+    assert _earlier_search(SearchRun(mlflow_uri, renamed.name), renamed, RunOptions(edited), _sha256(edited)) is None
