@@ -9,7 +9,7 @@ import pytest
 from tunevision.cli import main, parser
 
 FLAGS = ["--trials", "--max-epochs", "--cpus-per-trial", "--gpus-per-trial", "--max-concurrent", "--address",
-         "--tracking-uri", "--storage", "--seed", "--data", "--name"]
+         "--tracking-uri", "--storage", "--seed", "--data", "--name", "--resume", "--cpu-fallback"]
 
 
 def test_search_help_documents_every_flag():
