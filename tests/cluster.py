@@ -34,6 +34,7 @@ class NetnsCluster:
     """Head in the first namespace, workers in the others; the driver runs in the head's namespace."""
 
     prefix: str
+    fast_health_check: bool = False  # the head notices a killed node within seconds, not ~30 s
     temp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tvr", dir="/tmp")))  # short: Ray's socket paths have a length limit
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     nodes: list[str] = field(default_factory=list)
@@ -47,6 +48,9 @@ class NetnsCluster:
         env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
         env.pop("RAY_ADDRESS", None)
+        if self.fast_health_check:  # RayConfig entries (ray_config_def.h): the GCS probes each raylet every second
+            env.update(RAY_health_check_initial_delay_ms="1000", RAY_health_check_period_ms="1000",
+                       RAY_health_check_timeout_ms="3000", RAY_health_check_failure_threshold="4")
         return env
 
     def _namespace(self, index: int) -> str:
@@ -79,12 +83,20 @@ class NetnsCluster:
         if result.returncode != 0:
             raise RuntimeError(f"ray start in {name} failed: {result.stderr[-2000:]}")
 
-    def start(self, workers: int, cpus: int = 1, gpus: int = 0) -> None:
-        """Start the head (no trial resources of its own beyond `cpus`) and `workers` worker nodes."""
-        self._ray_start(0, "--head", "--port", str(PORT), "--num-cpus", str(cpus), "--num-gpus", "0",
-                        "--include-dashboard", "false")
+    def start(self, workers: int, cpus: int = 1, gpus: int = 0, head_cpus: int | None = None, head_gpus: int = 0) -> None:
+        """Start the head (`head_cpus`, default `cpus`, and `head_gpus`) and `workers` worker nodes of `cpus` and `gpus`."""
+        self._ray_start(0, "--head", "--port", str(PORT), "--num-cpus", str(cpus if head_cpus is None else head_cpus),
+                        "--num-gpus", str(head_gpus), "--include-dashboard", "false")
         for i in range(1, workers + 1):
             self._ray_start(i, "--address", self.address, "--num-cpus", str(cpus), "--num-gpus", str(gpus))
+
+    def ip(self, node: str) -> str:
+        """The address of one node (its namespace name)."""
+        return f"{SUBNET}.{self.nodes.index(node) + 1}"
+
+    def node(self, ip: str) -> str:
+        """The namespace of the node at `ip`."""
+        return self.nodes[int(ip.rsplit(".", 1)[1]) - 1]
 
     def pids(self, node: str) -> list[int]:
         """Process ids of every process in one node's namespace (that node's own Ray processes)."""
@@ -103,6 +115,30 @@ class NetnsCluster:
         """Run a command in the head's namespace with the cluster's token."""
         return subprocess.run(["ip", "netns", "exec", self.nodes[0], *argv], cwd=cwd, env=self.env(),
                               capture_output=True, text=True, timeout=timeout)
+
+    def start_driver(self, argv: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+        """Start a command in the head's namespace without waiting; stdout and stderr go to `log`."""
+        with open(log, "w") as out:
+            return subprocess.Popen(["ip", "netns", "exec", self.nodes[0], *argv], cwd=cwd, env=self.env(),
+                                    stdout=out, stderr=subprocess.STDOUT, text=True)
+
+    def wait_node_dead(self, node: str, timeout: float) -> float:
+        """Wait until the head's GCS marks `node` dead; return the seconds that took (raise on timeout)."""
+        started = time.monotonic()
+        script = (
+            "import sys, time, ray\n"
+            f"ray.init(address={self.address!r}, log_to_driver=False, logging_level='ERROR')\n"
+            f"deadline = time.monotonic() + {timeout}\n"
+            "while time.monotonic() < deadline:\n"
+            f"    if not any(n['Alive'] for n in ray.nodes() if n['NodeManagerAddress'] == {self.ip(node)!r}):\n"
+            "        sys.exit(0)\n"
+            "    time.sleep(0.2)\n"
+            "sys.exit(1)\n"
+        )
+        result = self.driver([sys.executable, "-c", script], cwd=self.temp, timeout=timeout + 60)
+        if result.returncode != 0:
+            raise TimeoutError(f"Ray did not mark {node} ({self.ip(node)}) dead within {timeout:g} s: {result.stderr[-1000:]}")
+        return time.monotonic() - started
 
     def stop(self) -> None:
         """Kill every node and remove the namespaces."""
