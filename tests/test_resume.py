@@ -101,11 +101,16 @@ def test_resume_after_the_driver_is_killed_continues_the_same_search_without_rer
         if run.info.run_id in finished_before:  # finished trials were not run again
             assert run.info.end_time == finished_before[run.info.run_id].info.end_time
             assert steps(client, run.info.run_id) == history_before[run.info.run_id]
+    # Disk: Ray kept at most the best and the latest checkpoint of every trial.
+    tune_path = Path(parent.data.tags["tunevision.tune_path"])
+    trial_folders = [f for f in tune_path.iterdir() if f.is_dir() and f.name.startswith("run_trial")]
+    assert len(trial_folders) == 4
+    assert all(1 <= len(list(f.glob("checkpoint_*"))) <= 2 for f in trial_folders)
     # Optuna's study carried the trials from before the kill into the suggestions after it.
     known = parent.data.metrics["resume_optuna_history"]
     assert known >= len(finished_before)
     assert f"the searcher keeps {int(known)} finished trial(s) from before" in out
-    state_files = sorted(Path(parent.data.tags["tunevision.tune_path"]).glob("searcher-state-*.pkl"), key=os.path.getmtime)
+    state_files = sorted(Path(parent.data.tags["tunevision.tune_path"]).glob("searcher-state-*.pkl"))  # newest by name, as Ray reads it
     study = pickle.loads(state_files[-1].read_bytes())["_ot_study"]
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 4

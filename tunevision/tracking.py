@@ -262,10 +262,11 @@ class TrialRecorder(Callback):
         where = {"node_id": result["node_id"], "node_ip": result.get("node_ip", ""),
                  "gpu_ids": [g for g in str(result.get("gpu_ids", "")).split(",") if g],
                  "start": float(result.get("process_started", 0.0))}
+        end = float(result.get("reported_at", time.time()))
         if history and history[-1]["start"] == where["start"] and history[-1]["node_id"] == where["node_id"]:
-            history[-1]["end"] = time.time()
+            history[-1]["end"] = end
         else:
-            history.append({**where, "end": time.time()})
+            history.append({**where, "end": end})
         tags = [RunTag("tunevision.node_id", where["node_id"]), RunTag("tunevision.node_ip", where["node_ip"]),
                 RunTag("tunevision.gpu_ids", ",".join(where["gpu_ids"])),
                 RunTag("tunevision.placements", json.dumps(history[-20:]))]  # the last 20 fit MLflow's tag size

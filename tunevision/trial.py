@@ -78,7 +78,8 @@ def _epoch_report(where: Mapping[str, Any]) -> Any:
     class EpochReport(TuneReportCheckpointCallback):
         def _get_report_dict(self, trainer: Any, pl_module: Any) -> dict | None:
             report = super()._get_report_dict(trainer, pl_module)
-            return {**report, **where} if report else report
+            # reported_at: the worker's clock, like process_started, so a placement's interval is one clock's
+            return {**report, **where, "reported_at": time.time()} if report else report
 
     return EpochReport(filename=CHECKPOINT_FILE, on="train_epoch_end")
 

@@ -129,7 +129,8 @@ def _optuna_history(tune_path: str) -> int | None:
     import optuna
     import ray.cloudpickle as pickle
 
-    files = sorted(glob.glob(str(Path(tune_path) / "searcher-state-*.pkl")), key=os.path.getmtime)
+    # The newest by name (a session timestamp), as Ray picks it: syncing gives every copy the same mtime.
+    files = sorted(glob.glob(str(Path(tune_path) / "searcher-state-*.pkl")))
     if not files:
         return None
     with open(files[-1], "rb") as f:
@@ -155,6 +156,9 @@ def _check_resources(search: Search, address: str | None, log: Callable[[str], N
 def _start_ray(address: str | None) -> None:
     import ray
 
+    # Keeping one best checkpoint per trial makes Tune snapshot the experiment at every epoch, on purpose:
+    # that is what lets --resume and node loss continue from the latest epoch. Its warning about it is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     if address:
