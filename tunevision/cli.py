@@ -57,6 +57,9 @@ def _load(args: argparse.Namespace):
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run a search and print the chosen trial with its test figures."""
+    from tunevision.online import check_tracking_uri
+
+    check_tracking_uri(args.tracking_uri)  # first: before torch and Ray take their seconds to load
     from tunevision.tuner import RunOptions, run
 
     search = _load(args)
