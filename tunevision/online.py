@@ -31,6 +31,9 @@ def reachable(host: str, timeout: float = 2.0) -> bool:
     return bool(answered)
 
 
+_ANSWERED: set[str] = set()  # tracking URIs an MLflow server answered at
+
+
 def check_tracking_uri(uri: str | None, timeout: float = 3.0) -> None:
     """Raise one line, within `timeout` seconds, when no MLflow tracking server answers at an http(s) URI.
 
@@ -46,7 +49,7 @@ def check_tracking_uri(uri: str | None, timeout: float = 3.0) -> None:
     import urllib.request
 
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
+    if urllib.parse.urlsplit(uri).scheme not in ("http", "https") or uri in _ANSWERED:
         return
     probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     context = None  # TLS verified as MLflow's client is told to
@@ -80,8 +83,10 @@ def check_tracking_uri(uri: str | None, timeout: float = 3.0) -> None:
     asker.join(timeout)
     if asker.is_alive():
         why.append(f"no answer within {timeout:g} s")
-    if why:
-        raise TunevisionError(
-            f"--tracking-uri {uri}: no MLflow tracking server answers there ({why[0]}); "
-            f"start `mlflow server` there or pass another --tracking-uri"
-        )
+    if not why:
+        _ANSWERED.add(uri)  # the CLI asks first, SearchRun again: one probe per process is enough
+        return
+    raise TunevisionError(
+        f"--tracking-uri {uri}: no MLflow tracking server answers there ({why[0]}); "
+        f"start `mlflow server` there or pass another --tracking-uri"
+    )
