@@ -28,11 +28,12 @@ def _params(config: Mapping[str, Any]) -> list[Param]:
     return [Param(k, str(v)[:6000]) for k, v in flatten_dict(dict(config), delimiter=".").items()]
 
 
-def _log_metrics(client: MlflowClient, run_id: str, figures: Mapping[str, float], step: int) -> None:
+def _log_metrics(client: MlflowClient, run_id: str, figures: Mapping[str, float], step: int,
+                 tags: Sequence[RunTag] = ()) -> None:
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, step) for k, v in figures.items()]
     for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit
-        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        client.log_batch(run_id, metrics=metrics[i : i + 1000], tags=list(tags) if i == 0 else [])
 
 
 def _log_confusion(client: MlflowClient, run_id: str, figures: Mapping[str, float], prefix: str,
@@ -46,6 +47,17 @@ def _log_confusion(client: MlflowClient, run_id: str, figures: Mapping[str, floa
         )
         confusion_matrix_png(cm, classes, Path(tmp) / "confusion_matrix.png", title=f"{prefix} confusion matrix")
         client.log_artifacts(run_id, tmp, folder)
+
+
+def _trial_run(client: MlflowClient, experiment_id: str, parent_id: str, trial_id: str) -> str | None:
+    """The child run of `trial_id` under the search run `parent_id`, if there is one."""
+    found = client.search_runs([experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
+                               max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def _last_step(client: MlflowClient, run_id: str, metric: str) -> int:
+    return max((m.step for m in client.get_metric_history(run_id, metric)), default=0)
 
 
 class SearchRun:
@@ -94,6 +106,11 @@ class SearchRun:
     def log_figures(self, figures: Mapping[str, float], step: int = 0) -> None:
         """Log metrics on the search run."""
         _log_metrics(self.client, self.run_id, figures, step)
+
+    def logged_epochs(self, trial_id: str, metric: str = "val_loss") -> int:
+        """How many epochs of a trial this search run's child run holds (0 when it has none)."""
+        run_id = _trial_run(self.client, self.experiment_id, self.run_id, trial_id)
+        return _last_step(self.client, run_id, metric) if run_id else 0
 
     def log_text(self, text: str, name: str) -> None:
         """Store a text artifact on the parent run."""
@@ -174,16 +191,11 @@ class TrialRecorder(Callback):
         """Return the trial's child run, creating it once; a restored trial finds its existing run."""
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
-        found = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`{PARENT}` = '{self.parent_id}' and tags.`{TRIAL_ID}` = '{trial.trial_id}'",
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
+        run_id = _trial_run(self.client, self.experiment_id, self.parent_id, trial.trial_id)
+        if run_id:
             # The driver died after logging steps its snapshot does not know: never log them twice.
-            logged = [m.step for m in self.client.get_metric_history(run_id, self.metric)]
-            self.last_step[trial.trial_id] = max([self.last_step.get(trial.trial_id, 0), *logged])
+            logged = _last_step(self.client, run_id, self.metric)
+            self.last_step[trial.trial_id] = max(self.last_step.get(trial.trial_id, 0), logged)
         else:
             run = self.client.create_run(
                 self.experiment_id, run_name=str(trial),
@@ -198,10 +210,10 @@ class TrialRecorder(Callback):
         run_id = self.run_id(trial)
         self.client.update_run(run_id, status="RUNNING")  # a resumed trial that had been left FAILED or KILLED
 
-    def _record_placement(self, trial: Any, result: Mapping[str, Any]) -> None:
-        """Tag where the trial runs; every process it ran in (node, GPUs, from, to) goes in `tunevision.placements`."""
+    def _placement_tags(self, trial: Any, result: Mapping[str, Any]) -> list[RunTag]:
+        """Tags of where the trial runs; every process it ran in (node, GPUs, from, to) goes in `tunevision.placements`."""
         if "node_id" not in result:
-            return
+            return []
         history = self.placements.setdefault(trial.trial_id, [])
         where = {"node_id": result["node_id"], "node_ip": result.get("node_ip", ""),
                  "gpu_ids": [g for g in str(result.get("gpu_ids", "")).split(",") if g],
@@ -211,19 +223,20 @@ class TrialRecorder(Callback):
             history[-1]["end"] = end
         else:
             history.append({**where, "end": end})
-        tags = [RunTag("tunevision.node_id", where["node_id"]), RunTag("tunevision.node_ip", where["node_ip"]),
+        return [RunTag("tunevision.node_id", where["node_id"]), RunTag("tunevision.node_ip", where["node_ip"]),
                 RunTag("tunevision.gpu_ids", ",".join(where["gpu_ids"])),
                 RunTag("tunevision.placements", json.dumps(history[-20:]))]  # the last 20 fit MLflow's tag size
-        self.client.log_batch(self.run_id(trial), tags=tags)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._record_placement(trial, result)
-        step = int(result.get("training_iteration", 0))
-        if step <= self.last_step.get(trial.trial_id, 0):
-            return  # a restored trial repeating an epoch already recorded
+        tags = self._placement_tags(trial, result)
+        step = int(result.get("epoch") or result.get("training_iteration", 0))
+        if step <= self.last_step.get(trial.trial_id, 0):  # a restored trial repeating an epoch already recorded
+            if tags:
+                self.client.log_batch(self.run_id(trial), tags=tags)
+            return
         self.last_step[trial.trial_id] = step
         figures = {k: v for k, v in result.items() if k.startswith(FIGURE_PREFIXES) and isinstance(v, (int, float))}
-        _log_metrics(self.client, self.run_id(trial), figures, step)
+        _log_metrics(self.client, self.run_id(trial), figures, step, tags)  # one request per epoch
         best = self.best.get(trial.trial_id)
         if self.metric in figures and (best is None or self._better(figures[self.metric], best[self.metric])):
             self.best[trial.trial_id] = {**figures, "epoch": step}

@@ -79,7 +79,8 @@ def _epoch_report(where: Mapping[str, Any]) -> Any:
         def _get_report_dict(self, trainer: Any, pl_module: Any) -> dict | None:
             report = super()._get_report_dict(trainer, pl_module)
             # reported_at: the worker's clock, like process_started, so a placement's interval is one clock's
-            return {**report, **where, "reported_at": time.time()} if report else report
+            # epoch: Lightning's own count, the MLflow step; Ray's iteration count lags it after a repaired resume
+            return {**report, **where, "reported_at": time.time(), "epoch": trainer.current_epoch + 1} if report else report
 
     return EpochReport(filename=CHECKPOINT_FILE, on="train_epoch_end")
 

@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tunevision.errors import TunevisionError
+from tunevision.resume import (
+    SEARCH_FILE_SHA,
+    TUNE_PATH,
+    earlier_search,
+    optuna_history,
+    repair_checkpoints,
+    sha256,
+    storage_join,
+)
 from tunevision.search import Search
 
 
@@ -77,68 +86,6 @@ def check_search(search: Search) -> None:
             check_weights(backbone, weights)
 
 
-SEARCH_FILE_SHA = "tunevision.search_file_sha256"
-TUNE_PATH = "tunevision.tune_path"
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _earlier_search(search_run: Any, search: Search, options: RunOptions, sha: str) -> Any | None:
-    """The search run `--resume` continues (None without --resume); refuse a name taken by another file."""
-    earlier = search_run.search_runs()
-    where = f"experiment {search.name!r} in {search_run.tracking_uri}"
-    if not options.resume:
-        other = [r for r in earlier if r.data.tags.get(SEARCH_FILE_SHA, sha) != sha]
-        if other:
-            used = other[0].data.tags.get("tunevision.search_file", "another file")
-            raise TunevisionError(
-                f"search name {search.name!r} is taken by a different search file ({used}, run {other[0].info.run_id}) "
-                f"in {search_run.tracking_uri}: pass --name NEW_NAME to start a new search, or --resume to continue that one"
-            )
-        return None
-    unfinished = [r for r in earlier if r.info.status != "FINISHED"]
-    if not unfinished:
-        state = f"its {len(earlier)} search run(s) all finished" if earlier else "there is no such search"
-        raise TunevisionError(f"--resume: nothing to resume in {where}: {state}; run without --resume to start one")
-    previous = unfinished[0]
-    if previous.data.tags.get(SEARCH_FILE_SHA) != sha:
-        raise TunevisionError(
-            f"--resume: {options.search_file} is not the file search run {previous.info.run_id} ran "
-            f"({previous.data.tags.get('tunevision.search_file', '?')}, changed since): restore it, or pass --name NEW_NAME without --resume"
-        )
-    if TUNE_PATH not in previous.data.tags:
-        raise TunevisionError(f"--resume: search run {previous.info.run_id} has no {TUNE_PATH} tag: it stopped before Ray Tune started")
-    stored = previous.data.tags[TUNE_PATH]
-    if options.storage and _join(options.storage, Path(stored).name) != stored:
-        raise TunevisionError(f"--resume: --storage {options.storage} differs from the search's own {stored}; leave --storage out")
-    return previous
-
-
-def _join(storage: str, name: str) -> str:
-    return storage.rstrip("/") + "/" + name if "://" in storage else str(Path(storage).expanduser().resolve() / name)
-
-
-def _optuna_history(tune_path: str) -> int | None:
-    """How many finished trials the restored Optuna study holds (None when not readable from here)."""
-    import glob
-
-    import optuna
-    import ray.cloudpickle as pickle
-
-    # The newest by name (a session timestamp), as Ray picks it: syncing gives every copy the same mtime.
-    files = sorted(glob.glob(str(Path(tune_path) / "searcher-state-*.pkl")))
-    if not files:
-        return None
-    with open(files[-1], "rb") as f:
-        state = pickle.load(f)
-    study = state.get("_ot_study") if isinstance(state, dict) else None
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) if study else None
-
-
 def _check_resources(search: Search, address: str | None, log: Callable[[str], None]) -> None:
     """Stop before any trial when the cluster cannot hold one (a search would wait forever)."""
     import ray
@@ -187,8 +134,8 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
 
     check_search(search)
     search_run = SearchRun(options.tracking_uri, search.name)
-    sha = _sha256(options.search_file)
-    previous = _earlier_search(search_run, search, options, sha)
+    sha = sha256(options.search_file)
+    previous = earlier_search(search_run, search, options, sha)
     manifest = None
     if previous is not None:  # the same split as before, or a clear error if the data changed under it
         text = search_run.read_text("manifest.csv", previous.info.run_id)
@@ -206,7 +153,7 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
     else:
         search_run.start(options.search_file, {"tunevision.search_file": str(options.search_file),
                                                "tunevision.data": search.data.describe(), SEARCH_FILE_SHA: sha})
-        tune_path = _join(options.storage or os.path.expanduser("~/ray_results"), f"{search.name}-{search_run.run_id[:8]}")
+        tune_path = storage_join(options.storage or os.path.expanduser("~/ray_results"), f"{search.name}-{search_run.run_id[:8]}")
         search_run.set_tags({TUNE_PATH: tune_path})
         search_run.log_text(data.report(), "data_report.txt")
         search_run.log_text(data.manifest_csv(), "manifest.csv")
@@ -219,9 +166,10 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         )
         if previous is not None and tune.Tuner.can_restore(tune_path):
             # Ray restores the trials, their checkpoints, the Optuna study and our TrialRecorder's state.
+            repair_checkpoints(tune_path, search_run.logged_epochs, log)
             tuner = tune.Tuner.restore(tune_path, trainable, param_space=dict(search.space),
                                        resume_unfinished=True, resume_errored=False)
-            history = _optuna_history(tune_path)
+            history = optuna_history(tune_path)
             if history is not None:
                 log(f"the searcher keeps {history} finished trial(s) from before")
                 search_run.log_figures({"resume_optuna_history": history}, step=resumes)
