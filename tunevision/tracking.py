@@ -16,9 +16,12 @@ from ray.tune.utils import flatten_dict
 from tunevision.errors import TunevisionError
 from tunevision.online import check_tracking_uri
 from tunevision.metrics import confusion_matrix
+from tunevision.names import trial_name
 
 ROLE = "tunevision.role"
 TRIAL_ID = "tunevision.trial_id"
+SAMPLED = "tunevision.sampled"  # a trial's params the searcher chose (JSON list), not the space's constants
+METRIC, MODE = "tunevision.metric", "tunevision.mode"  # on the search run: what its trials are ranked by
 PARENT = "mlflow.parentRunId"
 # Keys of a Tune result that are our figures; everything else Ray adds (time_this_iter_s...) is skipped.
 FIGURE_PREFIXES = ("train_", "val_", "trainable_params", "total_params")
@@ -187,8 +190,15 @@ class TrialRecorder(Callback):
         for key in ("runs", "best", "last_step", "placements"):
             getattr(self, key).update(state.get(key, {}))
 
-    def run_id(self, trial: Any) -> str:
-        """Return the trial's child run, creating it once; a restored trial finds its existing run."""
+    def setup(self, **info: Any) -> None:
+        # What `tunevision report` sorts by, for a search whose file it does not load.
+        self.client.log_batch(self.parent_id, tags=[RunTag(METRIC, self.metric), RunTag(MODE, self.mode)])
+
+    def run_id(self, trial: Any, trials: Sequence[Any] = ()) -> str:
+        """Return the trial's child run, creating it once; a restored trial finds its existing run.
+
+        A new run is named by the trial's place in `trials` and its sampled values (`t03 adamw lr=4.2e-4`).
+        """
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
         run_id = _trial_run(self.client, self.experiment_id, self.parent_id, trial.trial_id)
@@ -197,9 +207,11 @@ class TrialRecorder(Callback):
             logged = _last_step(self.client, run_id, self.metric)
             self.last_step[trial.trial_id] = max(self.last_step.get(trial.trial_id, 0), logged)
         else:
+            index = next((i for i, t in enumerate(trials) if t.trial_id == trial.trial_id), len(self.runs)) + 1
+            sampled = [key.replace("/", ".") for key in trial.evaluated_params]  # MLflow's param names
             run = self.client.create_run(
-                self.experiment_id, run_name=str(trial),
-                tags={PARENT: self.parent_id, ROLE: "trial", TRIAL_ID: trial.trial_id},
+                self.experiment_id, run_name=trial_name(index, trial.evaluated_params),
+                tags={PARENT: self.parent_id, ROLE: "trial", TRIAL_ID: trial.trial_id, SAMPLED: json.dumps(sampled)},
             )
             run_id = run.info.run_id
             self.client.log_batch(run_id, params=_params(trial.config))
@@ -207,7 +219,7 @@ class TrialRecorder(Callback):
         return run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_id(trial)
+        run_id = self.run_id(trial, trials)
         self.client.update_run(run_id, status="RUNNING")  # a resumed trial that had been left FAILED or KILLED
 
     def _placement_tags(self, trial: Any, result: Mapping[str, Any]) -> list[RunTag]:
@@ -232,11 +244,11 @@ class TrialRecorder(Callback):
         step = int(result.get("epoch") or result.get("training_iteration", 0))
         if step <= self.last_step.get(trial.trial_id, 0):  # a restored trial repeating an epoch already recorded
             if tags:
-                self.client.log_batch(self.run_id(trial), tags=tags)
+                self.client.log_batch(self.run_id(trial, trials), tags=tags)
             return
         self.last_step[trial.trial_id] = step
         figures = {k: v for k, v in result.items() if k.startswith(FIGURE_PREFIXES) and isinstance(v, (int, float))}
-        _log_metrics(self.client, self.run_id(trial), figures, step, tags)  # one request per epoch
+        _log_metrics(self.client, self.run_id(trial, trials), figures, step, tags)  # one request per epoch
         best = self.best.get(trial.trial_id)
         if self.metric in figures and (best is None or self._better(figures[self.metric], best[self.metric])):
             self.best[trial.trial_id] = {**figures, "epoch": step}
@@ -244,21 +256,30 @@ class TrialRecorder(Callback):
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
 
+    def _log_best(self, trial: Any, run_id: str) -> None:
+        """The trial's best epoch: `best_<metric>` and `best_epoch` (what the search chose on and the MLflow view sorts by)."""
+        best = self.best.get(trial.trial_id)
+        if best is not None and self.metric in best:
+            _log_metrics(self.client, run_id, {f"best_{self.metric}": best[self.metric], "best_epoch": best["epoch"]},
+                         int(best["epoch"]))
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_id(trial)
+        run_id = self.run_id(trial, trials)
         best = self.best.get(trial.trial_id)
         if best is not None:
             _log_confusion(self.client, run_id, best, "val", self.classes, None, {"epoch": best["epoch"]})
+        self._log_best(trial, run_id)
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Ray retries it from its last checkpoint (a lost node, a crashed process): count and say why.
-        run_id = self.run_id(trial)
+        run_id = self.run_id(trial, trials)
         self.client.log_batch(run_id, tags=[RunTag("tunevision.retries", str(trial.num_failures)),
                                             RunTag("tunevision.last_retry_reason", error_reason(trial))])
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_id(trial)
+        run_id = self.run_id(trial, trials)
+        self._log_best(trial, run_id)
         self.client.set_tag(run_id, "tunevision.error", error_reason(trial))
         self.client.set_terminated(run_id, "FAILED")
 
