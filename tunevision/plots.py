@@ -32,3 +32,69 @@ def confusion_matrix_png(cm: Sequence[Sequence[int]], classes: Sequence[str], pa
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves_png(curves: Sequence[tuple[str, Sequence[tuple[int, float]], int | None]], metric: str, path: Path,
+                        title: str = "") -> None:
+    """Draw `metric` per epoch for each (trial name, [(epoch, value)], best epoch); the best epoch gets a dot."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    for name, points, best_epoch in curves:
+        epochs, values = [e for e, _ in points], [v for _, v in points]
+        (line,) = ax.plot(epochs, values, marker=".", label=name)
+        if best_epoch is not None and best_epoch in epochs:
+            ax.plot([best_epoch], [values[epochs.index(best_epoch)]], "o", color=line.get_color(), markersize=9)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} per epoch (large dot: the trial's best epoch)")
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if curves:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def importances_png(importances: dict[str, float], path: Path, title: str = "") -> None:
+    """Draw parameter importances (shares of the metric's variance) as horizontal bars, the largest on top."""
+    plt = _pyplot()
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    bars = ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.bar_label(bars, labels=[f"{importances[n]:.2f}" for n in names], padding=3, fontsize=9)
+    ax.set_xlim(0, max(1.0, max(importances.values(), default=0) * 1.15))
+    ax.set_xlabel("importance (share of the metric's variance explained, fANOVA)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parallel_coordinates_png(study: object, metric: str, path: Path, title: str = "") -> None:
+    """Draw Optuna's parallel-coordinate plot of `study` (one line per trial, the metric on the first axis)."""
+    import warnings
+
+    plt = _pyplot()
+    from optuna.visualization.matplotlib import plot_parallel_coordinate
+
+    with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+        warnings.simplefilter("ignore")
+        ax = plot_parallel_coordinate(study, target_name=metric)
+    for lines in ax.collections:  # Optuna's white-to-blue map draws the worst trial white, unseen
+        lines.set_cmap("viridis")
+    fig = ax.figure
+    fig.set_size_inches(max(7.0, 1.8 * (len(study.best_trial.params) + 1) + 2), 5)
+    ax.set_title(title or f"{metric} against the sampled parameters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
