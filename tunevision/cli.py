@@ -63,13 +63,42 @@ def cmd_search(args: argparse.Namespace) -> int:
     from tunevision.tuner import RunOptions, run
 
     search = _load(args)
-    outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage, args.resume, args.cpu_fallback))
+    output = "quiet" if args.quiet else "verbose" if args.verbose else "progress"
+    log = _warnings_only if args.quiet else print
+    outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage, args.resume, args.cpu_fallback,
+                                     output), log)
     print(f"best trial {outcome.best_trial_id}: {search.metric} = {outcome.best_val:.4f} (validation)")
     print("config: " + ", ".join(f"{k}={v}" for k, v in outcome.best_config.items()))
     shown = [k for k in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_fnr", "test_fpr") if k in outcome.test_figures]
     print("test (once, chosen model): " + ", ".join(f"{k}={outcome.test_figures[k]:.4f}" for k in shown))
     print(f"trials: {outcome.trials - outcome.failed} finished, {outcome.failed} failed")
     print(f"model: {outcome.model_uri}   MLflow parent run: {outcome.parent_run_id}")
+    print(f"compare the trials in MLflow: {outcome.link}")
+    from tunevision.report import ui_hint
+
+    hint = ui_hint(_default_tracking_uri())  # the URI the search used, now MLflow's current one
+    if hint:
+        print(f"({hint})")
+    return 0
+
+
+def _warnings_only(message: str) -> None:
+    """The log of a --quiet search: warnings still reach the terminal, the rest waits for the summary."""
+    if message.startswith("warning"):
+        print(message)
+
+
+def _default_tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print a search's trials ranked by its metric, write the CSV, log the report to its run, print the UI link."""
+    from tunevision.report import run_report
+
+    run_report(args.name, args.run, args.tracking_uri, args.csv)
     return 0
 
 
@@ -121,10 +150,20 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--cpu-fallback", action="store_true",
                         help="a trial given a GPU on a node where CUDA is unavailable trains on the CPU instead of failing "
                              "(for clusters that declare GPUs with --num-gpus for placement tests)")
+    shown = search.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", action="store_true", help="print the final summary only, no live progress")
+    shown.add_argument("--verbose", action="store_true", help="print Ray Tune's own trial tables instead of the live progress")
     search.set_defaults(func=cmd_search)
     check = sub.add_parser("check", help="validate the data, build one trial's model and data loader, train nothing")
     _add_search_flags(check)
     check.set_defaults(func=cmd_check)
+    report = sub.add_parser("report", help="a search's trials ranked by its metric, plots and importances logged to its run, "
+                                           "and the link that opens them in the MLflow UI")
+    report.add_argument("name", help="the search name (MLflow experiment)")
+    report.add_argument("--run", help="the search run's id, for an older search (default: the newest)")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own, sqlite:///mlflow.db in the working folder)")
+    report.add_argument("--csv", type=Path, help="also write the trials table to this CSV file")
+    report.set_defaults(func=cmd_report)
     predict = sub.add_parser("predict", help="classify images with a logged model")
     predict.add_argument("model_uri", help="e.g. models:/digits/1 or runs:/<run id>/model")
     predict.add_argument("images", nargs="+", help="image files")

@@ -30,6 +30,7 @@ class RunOptions:
     storage: str | None = None  # Ray Tune storage path; None = ~/ray_results
     resume: bool = False  # continue the newest unfinished search of this name
     cpu_fallback: bool = False  # a trial given a GPU on a node without CUDA trains on the CPU instead of failing
+    output: str = "progress"  # the terminal: live progress, "quiet" (the summary only) or "verbose" (Ray's own tables)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Outcome:
     trials: int
     failed: int
     resumed: bool = False
+    link: str = ""  # opens this search's trials in the MLflow UI
 
 
 def _searcher(search: Search) -> Any:
@@ -127,6 +129,7 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
     import torch
     from ray import tune
 
+    from tunevision import progress, report
     from tunevision.data import prepare
     from tunevision.models import get_backbone
     from tunevision.tracking import SearchRun, TrialRecorder
@@ -174,8 +177,9 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
                 log(f"the searcher keeps {history} finished trial(s) from before")
                 search_run.log_figures({"resume_optuna_history": history}, step=resumes)
         else:
-            tuner = _new_tuner(search, trainable, TrialRecorder(search_run, data.classes, search.metric, search.mode),
-                               tune_path)
+            tuner = _new_tuner(search, trainable, [TrialRecorder(search_run, data.classes, search.metric, search.mode),
+                               *progress.callbacks(search.metric, search.mode, search.max_epochs, options.output)],
+                               tune_path, progress.ray_verbosity(options.output))
         started = time.monotonic()
         results = tuner.fit()
         failed = sum(1 for r in results if r.error is not None)
@@ -198,13 +202,14 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         example = torch.zeros(1, data.source.channels, predictor.image_size, predictor.image_size)
         model_uri = search_run.log_model(predictor, example, search.name)
         status = "FINISHED"
+        link = report.after_search(search_run.client, search_run.tracking_uri, search_run.run_id, log)
         return Outcome(search_run.run_id, trial_id, dict(best.config), best_val, test_figures, model_uri,
-                       len(results), failed, previous is not None)
+                       len(results), failed, previous is not None, link)
     finally:
         search_run.finish(status)
 
 
-def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str) -> Any:
+def _new_tuner(search: Search, trainable: Any, callbacks: list, tune_path: str, verbose: int) -> Any:
     """A Tuner for a new search whose experiment folder is `tune_path`."""
     from ray import tune
 
@@ -220,11 +225,11 @@ def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str) ->
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[recorder],
+            callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(  # Ray keeps this best one and the latest one
                 num_to_keep=1, checkpoint_score_attribute=search.metric, checkpoint_score_order=search.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
-            verbose=1,
+            verbose=verbose,
         ),
     )
