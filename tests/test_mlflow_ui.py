@@ -27,23 +27,21 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from fakes import write_pattern_images
 from tunevision.cli import main
 
 SEARCH = '''
 from ray import tune
 import tunevision
 search = tunevision.Search(
-    name="pets",
-    data=tunevision.ImageFolder("{root}"),
-    space={{"backbone": "cnn", "weights": None, "image_size": 24,
-            "lr": tune.loguniform(1e-4, 3e-3), "batch_size": tune.choice([8, 16])}},
+    name="digits-ui",
+    data=tunevision.Digits(),
+    space={"backbone": "cnn", "cnn": {"channels": [16, 32], "kernel_size": 3}, "image_size": 16,
+           "lr": tune.loguniform(3e-4, 1e-2), "batch_size": tune.choice([32, 64])},
     trials=3,
     max_epochs=2,
-    positive_class="dog",
 )
 '''
-TRIAL_NAME = re.compile(r"^t0[1-3] lr=\d\.\de-[34] bs=(8|16)$")
+TRIAL_NAME = re.compile(r"^t0[1-3] lr=\d\.\de-[34] bs=(32|64)$")
 
 
 def free_port() -> int:
@@ -97,12 +95,13 @@ class Searched:
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, ray_session) -> Searched:
-    """One real 3-trial search run with `tunevision search` against an `mlflow server` (SQLite store)."""
+    """One real search (3 trials of 2 epochs on scikit-learn's digits) run with `tunevision search` against an
+    `mlflow server` (SQLite store)."""
     from mlflow.tracking._tracking_service import utils
 
     folder = tmp_path_factory.mktemp("ui")
-    search_file = folder / "pets.py"
-    search_file.write_text(SEARCH.format(root=write_pattern_images(folder / "images")))
+    search_file = folder / "digits_ui.py"
+    search_file.write_text(SEARCH)
     kept_uri = getattr(utils, "_tracking_uri", None)  # the search sets MLflow's URI process-wide
     with mlflow_server(folder) as uri, pytest.MonkeyPatch.context() as patch:
         patch.setenv("TUNEVISION_CACHE", str(folder / "cache"))
@@ -154,10 +153,10 @@ def test_search_names_trials_notes_the_leaderboard_and_logs_the_report(searched)
 
 @pytest.mark.slow
 def test_report_reads_a_remote_tracking_server(searched, tmp_path, capsys):
-    assert main(["report", "pets", "--tracking-uri", searched.uri, "--csv", str(tmp_path / "pets.csv")]) == 0
+    assert main(["report", "digits-ui", "--tracking-uri", searched.uri, "--csv", str(tmp_path / "digits.csv")]) == 0
     out = capsys.readouterr().out
     assert f"compare the trials in MLflow: {searched.link}" in out
-    rows = list(csv.DictReader((tmp_path / "pets.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "digits.csv").open()))
     values = [float(r["best_val_accuracy"]) for r in rows]
     assert len(rows) == 3 and values == sorted(values, reverse=True)
     assert {r["run_id"] for r in rows} == {r.info.run_id for r in trial_runs(searched)}
@@ -202,10 +201,10 @@ def chromium() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
 
-def browse(url: str, profile: Path, *args: str, budget_ms: int = 15000) -> str:
+def browse(url: str, profile: Path, *args: str, budget_ms: int = 15000, window: str = "1920,1080") -> str:
     """Load `url` in headless Chromium with a fresh profile (a browser that never chose a view) and return stdout."""
     command = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               f"--user-data-dir={profile}", "--window-size=1600,1000", f"--virtual-time-budget={budget_ms}", *args, url]
+               f"--user-data-dir={profile}", f"--window-size={window}", f"--virtual-time-budget={budget_ms}", *args, url]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -234,6 +233,10 @@ def test_printed_link_opens_the_model_training_view_listing_every_trial_with_its
     shots.mkdir(parents=True, exist_ok=True)
     browse(searched.link, tmp_path / "profile-shot", f"--screenshot={shots / 'mlflow_trials.png'}", budget_ms=20000)
     experiment_id = re.search(r"#/experiments/(\w+)/", searched.link).group(1)
-    browse(f"{searched.uri}/#/experiments/{experiment_id}/runs/{searched.run_id}?workflowType=machine_learning",
-           tmp_path / "profile-run", f"--screenshot={shots / 'mlflow_search_run.png'}", budget_ms=20000)
-    assert (shots / "mlflow_trials.png").stat().st_size > 20_000 and (shots / "mlflow_search_run.png").stat().st_size > 20_000
+    run_page = f"{searched.uri}/#/experiments/{experiment_id}/runs/{searched.run_id}"
+    browse(f"{run_page}?workflowType=machine_learning", tmp_path / "profile-run",
+           f"--screenshot={shots / 'mlflow_search_run.png'}", budget_ms=20000, window="1920,1400")
+    browse(f"{run_page}/artifacts/report/parallel_coordinates.png?workflowType=machine_learning", tmp_path / "profile-art",
+           f"--screenshot={shots / 'mlflow_report.png'}", budget_ms=20000)
+    for name in ("mlflow_trials.png", "mlflow_search_run.png", "mlflow_report.png"):
+        assert (shots / name).stat().st_size > 20_000, name

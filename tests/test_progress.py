@@ -75,12 +75,15 @@ def test_without_a_terminal_lines_are_plain_and_trial_ends_are_announced(searche
     p.on_step_end(0, trials)
     p.on_trial_complete(0, trials, trials[0])
     p.on_trial_error(0, trials, trials[2])
+    trials[1].set_status(Trial.TERMINATED)  # stopped by the scheduler after 1 of its 2 epochs
+    p.on_trial_complete(0, trials, trials[1])
     lines = out.getvalue().splitlines()
     assert "\x1b" not in out.getvalue()
     assert lines[0].startswith("trials 1/4 done, 1 running, 1 pending, 1 failed |")
     assert "best: t02 adamw lr=4.2e-4 | val_accuracy 0.9000" in lines[0]
     assert lines[1] == "t01 adam lr=1.0e-3 finished: val_accuracy 0.8000 at epoch 2 of 2"
     assert lines[2].startswith("t03 sgd lr=5.0e-3 failed: ")
+    assert lines[3] == "t02 adamw lr=4.2e-4 finished: val_accuracy 0.9000 at epoch 1 (stopped after 1 of 2) (best so far)"
 
 
 def test_without_a_terminal_an_unchanged_status_is_not_repeated_within_a_minute(searched, monkeypatch):

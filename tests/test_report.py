@@ -154,3 +154,12 @@ def test_ui_address_is_the_tracking_server_or_mlflow_uis_default():
     assert report.ui_address("sqlite:///mlflow.db") == "http://127.0.0.1:5000"
     assert report.ui_hint("http://10.0.0.5:5000") == ""
     assert report.ui_hint("sqlite:///mlflow.db") == f"start the UI first: mlflow ui --backend-store-uri sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def test_a_description_edited_in_the_ui_is_not_overwritten(store):
+    uri, run_id, _ = store
+    client = MlflowClient(uri)
+    report.publish(client, uri, client.get_run(run_id))
+    client.set_tag(run_id, "mlflow.note.content", "my own notes")  # what the UI's description editor writes
+    report.publish(client, uri, client.get_run(run_id))
+    assert client.get_run(run_id).data.tags["mlflow.note.content"] == "my own notes"

@@ -1,6 +1,7 @@
 """Live progress of a search in the driver's terminal: trials done / running / pending / failed, the best so far, time left."""
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -10,9 +11,6 @@ from typing import Any
 from ray.tune import Callback
 
 from tunevision.names import trial_name
-
-OUTPUTS = ("progress", "quiet", "verbose")  # the CLI's default, --quiet, --verbose
-
 
 def ray_verbosity(output: str) -> int:
     """Ray Tune's `verbose` for an output choice: its own trial tables only with --verbose.
@@ -27,7 +25,7 @@ def ray_verbosity(output: str) -> int:
 
 
 def callbacks(metric: str, mode: str, max_epochs: int, output: str) -> list:
-    """The Tune callbacks that show a search's progress for `output` (one of OUTPUTS)."""
+    """The Tune callbacks that show a search's progress: for "progress" (the CLI's default), not "quiet" or "verbose"."""
     if output != "verbose":
         import optuna
 
@@ -93,7 +91,7 @@ class Progress(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and not math.isnan(value):
             best = self.best.get(trial.trial_id)
             if best is None or self._better(value, best[0]):
                 self.best[trial.trial_id] = (float(value), int(result.get("epoch") or result.get("training_iteration", 0)))
@@ -105,8 +103,8 @@ class Progress(Callback):
             self._event(trials, f"{self.name(trial, trials)} finished after {epochs} epoch(s), no {self.metric}")
             return
         leader = " (best so far)" if self._leader(trials) == trial.trial_id else ""
-        self._event(trials, f"{self.name(trial, trials)} finished: {self.metric} {best[0]:.4f} at epoch {best[1]} "
-                            f"of {epochs}{leader}")
+        ran = f"of {epochs}" if epochs >= self.max_epochs else f"(stopped after {epochs} of {self.max_epochs})"
+        self._event(trials, f"{self.name(trial, trials)} finished: {self.metric} {best[0]:.4f} at epoch {best[1]} {ran}{leader}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from tunevision.tracking import error_reason

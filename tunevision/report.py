@@ -17,9 +17,11 @@ from typing import Any, Callable
 
 from tunevision.errors import TunevisionError
 
+# The tags tracking.py writes (not imported from there: it loads Ray, which `tunevision report` does without).
 ROLE, PARENT, SAMPLED = "tunevision.role", "mlflow.parentRunId", "tunevision.sampled"
 METRIC, MODE = "tunevision.metric", "tunevision.mode"
 NOTE = "mlflow.note.content"  # the run's description in the MLflow UI (markdown)
+NOTE_SHA = "tunevision.note_sha256"  # of the note we wrote last: a note a person edited since is left alone
 VIEW_TAG = "mlflow.sharedViewState."  # + key: an experiment's saved runs-table view (MLflow 3.x UI)
 DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
 FOLDER = "report"  # artifact folder of the search run
@@ -86,9 +88,11 @@ def find_search_run(client: Any, experiment: str, run_id: str | None = None) -> 
         names = sorted(e.name for e in client.search_experiments(max_results=200) if e.name != "Default")
         raise TunevisionError(f"no experiment {experiment!r} in the MLflow store (there: {', '.join(names) or 'none'})")
     if run_id:
+        from mlflow.exceptions import MlflowException
+
         try:
             run = client.get_run(run_id)
-        except Exception:
+        except MlflowException:
             raise TunevisionError(f"--run {run_id}: no such MLflow run") from None
         if run.info.experiment_id != found.experiment_id or run.data.tags.get(ROLE) != "search":
             raise TunevisionError(f"--run {run_id}: not a search run of experiment {experiment!r}")
@@ -284,12 +288,12 @@ def note(report: SearchReport, link: str = "") -> str:
     finished = sum(t.status == "FINISHED" for t in report.trials)
     failed = sum(t.status == "FAILED" for t in report.trials)
     chosen = report.chosen_row()
-    lines = [f"**{len(report.trials)} trials** ({finished} finished, {failed} failed), ranked by each trial's best "
-             f"validation `{report.metric}` ({report.mode}).", ""]
-    if chosen is not None and report.chosen:
+    head = f"**{len(report.trials)} trials** ({finished} finished, {failed} failed)."
+    if chosen is not None and report.chosen:  # first: the part of the note MLflow shows before "Show more"
         shown = [k for k in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_fnr", "test_fpr") if k in report.test]
-        lines += [f"Chosen: **{chosen.name}**, {report.metric} {_value(chosen.best)} at epoch {chosen.best_epoch}"
-                  + ("; tested once: " + ", ".join(f"{k} {report.test[k]:.4f}" for k in shown) if shown else "") + ".", ""]
+        head += (f" Chosen: **{chosen.name}**, best validation {report.metric} {_value(chosen.best)} at epoch {chosen.best_epoch}"
+                 + ("; tested once: " + ", ".join(f"{k} {report.test[k]:.4f}" for k in shown) if shown else "") + ".")
+    lines = [head, "", f"Ranked by each trial's best validation `{report.metric}` ({report.mode}):", ""]
     lines += [f"| # | trial | best {report.metric} | epoch | status |", "|--:|:--|--:|--:|:--|"]
     for rank, t in enumerate(report.trials[:TOP], 1):
         name = f"**{t.name}** (chosen)" if report.chosen and t.trial_id == report.chosen else t.name
@@ -355,15 +359,15 @@ def ui_hint(tracking_uri: str) -> str:
 def view_state(report: SearchReport) -> dict[str, Any]:
     """The runs-table view of MLflow 3.x's UI for this search: its trials only, sorted, metric and param columns."""
     sort_key = f"metrics.`{report.sort_metric or report.metric}`"
-    metrics = [sort_key, "metrics.`best_epoch`", f"metrics.`{report.metric}`", "metrics.`val_loss`"]
-    columns = list(dict.fromkeys(metrics + [f"params.`{k}`" for k in report.sampled]))
+    columns = list(dict.fromkeys([sort_key, f"metrics.`{report.metric}`", "metrics.`best_epoch`",
+                                  *(f"params.`{k}`" for k in report.sampled), "metrics.`val_loss`"]))
     return {
         "searchFilter": f"tags.{PARENT} = '{report.run_id}'",
         "orderByKey": sort_key,
         "orderByAsc": report.mode == "min",
         "selectedColumns": columns,
         "columnOrder": columns,  # the UI sizes only the columns it orders: metrics first, wide enough for their digits
-        "columnWidths": {c: 150 if c.startswith("metrics.") else 120 for c in columns},
+        "columnWidths": {c: 100 if c.endswith("`best_epoch`") else 150 if c.startswith("metrics.") else 120 for c in columns},
     }
 
 
@@ -409,8 +413,22 @@ def publish(client: Any, tracking_uri: str, search_run: Any) -> Published:
     with tempfile.TemporaryDirectory() as tmp:
         files = write_files(report, confusion, Path(tmp))
         client.log_artifacts(report.run_id, tmp, FOLDER)
-    client.set_tag(report.run_id, NOTE, note(report, link))
+    _set_note(client, search_run, note(report, link))
     return Published(report, link, files, confusion)
+
+
+def _set_note(client: Any, search_run: Any, text: str) -> None:
+    """Write the search run's description, unless a person has edited the one we wrote before."""
+    import hashlib
+
+    def digest(note: str) -> str:
+        return hashlib.sha256(note.encode()).hexdigest()
+
+    tags = search_run.data.tags
+    if NOTE in tags and tags.get(NOTE_SHA) != digest(tags[NOTE]):
+        return
+    client.set_tag(search_run.info.run_id, NOTE, text)
+    client.set_tag(search_run.info.run_id, NOTE_SHA, digest(text))
 
 
 def after_search(client: Any, tracking_uri: str, run_id: str, log: Callable[[str], None]) -> str:
