@@ -7,6 +7,7 @@ import torch
 from torchvision.models import ResNet18_Weights, resnet18
 
 from tunevision.errors import TunevisionError
+from tunevision.space import TrialConfig
 from tunevision.models import BackboneSpec, check_weights, create_network, get_backbone, list_backbones, register_backbone
 from tunevision.models import registry
 
@@ -62,7 +63,7 @@ def test_imagenet_weights_load_from_the_hub_cache_without_network(offline_empty_
     cached = resnet18().state_dict()  # stands in for the real file: same name, same keys
     torch.save(cached, offline_empty_hub / "resnet18-f37072fd.pth")
     check_weights("resnet18", "imagenet")
-    net = create_network({"backbone": "resnet18", "weights": "imagenet"}, num_classes=3, channels=3)
+    net = create_network(TrialConfig.from_dict({"backbone": "resnet18", "weights": "imagenet"}), num_classes=3, channels=3)
     assert torch.equal(net.backbone.conv1.weight, cached["conv1.weight"])
     assert ResNet18_Weights.DEFAULT.url.endswith("resnet18-f37072fd.pth")
 
@@ -81,11 +82,11 @@ def test_local_weights_file_loads_strictly_and_mismatch_is_explained(tmp_path):
     good, bad = tmp_path / "good.pth", tmp_path / "bad.pth"
     saved = resnet18(num_classes=1000).state_dict()
     torch.save(saved, good)
-    net = create_network({"backbone": "resnet18", "weights": str(good)}, num_classes=2, channels=3)
+    net = create_network(TrialConfig.from_dict({"backbone": "resnet18", "weights": str(good)}), num_classes=2, channels=3)
     assert torch.equal(net.backbone.layer4[1].bn2.weight, saved["layer4.1.bn2.weight"])
     torch.save({k: v for k, v in saved.items() if not k.startswith("fc.")}, bad)
     with pytest.raises(TunevisionError, match=r"bad.pth does not fit backbone resnet18: 2 missing keys \['fc.weight', 'fc.bias'\]"):
-        create_network({"backbone": "resnet18", "weights": str(bad)}, num_classes=2, channels=3)
+        create_network(TrialConfig.from_dict({"backbone": "resnet18", "weights": str(bad)}), num_classes=2, channels=3)
 
 
 def test_dense_and_cnn_ignore_weights():
