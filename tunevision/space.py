@@ -232,7 +232,8 @@ class TrialConfig:
             for _, stage in stages(value):
                 allowed = f.metadata["check"](stage)
                 if allowed is not None:
-                    raise TunevisionError(f'space["{f.name}"]: invalid {stage!r} ({allowed})')
+                    shown = repr(round(stage, 10) if isinstance(stage, float) else stage)  # a range's upper end, as written
+                    raise TunevisionError(f'space["{f.name}"]: invalid {shown} ({allowed})')
             values[f.name] = value
         built = cls(**values)
         built._check_together()

@@ -92,3 +92,27 @@ def test_local_weights_file_loads_strictly_and_mismatch_is_explained(tmp_path):
 def test_dense_and_cnn_ignore_weights():
     check_weights("dense", "imagenet")
     check_weights("cnn", "imagenet")
+
+
+def test_an_alias_of_a_torchvision_backbone_trains_one_epoch_with_its_imagenet_weights(offline_empty_hub, monkeypatch,
+                                                                                      tmp_path, cache_dir):
+    """The registry docstring's own example: a spec registered under another name builds itself with its weights."""
+    import pytorch_lightning as pl
+
+    from fakes import write_pattern_images
+    from tunevision.data import ImageDataModule, ImageFolder, prepare
+    from tunevision.models.classifier import Classifier
+
+    monkeypatch.setattr(registry, "_BACKBONES", dict(registry._BACKBONES))
+    offline_empty_hub.mkdir(parents=True)
+    cached = resnet18().state_dict()  # stands in for the real file: same name, same keys
+    torch.save(cached, offline_empty_hub / "resnet18-f37072fd.pth")
+    register_backbone("resnet18_again", get_backbone("resnet18"))
+    data = prepare(ImageFolder(str(write_pattern_images(tmp_path / "images", per_class=8))), seed=0)
+    config = TrialConfig.from_dict({"backbone": "resnet18_again", "trainable_layers": 2, "image_size": 32, "batch_size": 8})
+    model = Classifier(config, data.classes, data.source.channels, max_epochs=1)
+    assert torch.equal(model.network.backbone.conv1.weight, cached["conv1.weight"])
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=ImageDataModule(data, config, model.network.image_size))
+    assert trainer.current_epoch == 1 and 0 <= float(trainer.callback_metrics["val_accuracy"]) <= 1
