@@ -46,13 +46,10 @@ def _load(args: argparse.Namespace):
     search = load_search_file(args.file)
     data = search.data.with_root(args.data) if args.data else None
     space = {**search.space, **_space_overrides(args.set)} if args.set else None
-    try:
-        return search.replace(
-            data=data, space=space, trials=args.trials, max_epochs=args.max_epochs, cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, seed=args.seed, name=args.name,
-        )
-    except TunevisionError as e:
-        raise TunevisionError(f"{args.file}: {e}") from None
+    return search.replace(
+        data=data, space=space, trials=args.trials, max_epochs=args.max_epochs, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, seed=args.seed, name=args.name,
+    )
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -60,11 +57,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     from tunevision.online import check_tracking_uri
 
     check_tracking_uri(args.tracking_uri)  # first: before torch and Ray take their seconds to load
+    from tunevision.report import ui_hint
     from tunevision.tuner import RunOptions, run
 
     search = _load(args)
     output = "quiet" if args.quiet else "verbose" if args.verbose else "progress"
     log = _warnings_only if args.quiet else print
+    if args.quiet:  # MLflow's INFO lines (setting up a new store) are not the summary
+        import logging
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage, args.resume, args.cpu_fallback,
                                      output), log)
     print(f"best trial {outcome.best_trial_id}: {search.metric} = {outcome.best_val:.4f} (validation)")
@@ -74,9 +76,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"trials: {outcome.trials - outcome.failed} finished, {outcome.failed} failed")
     print(f"model: {outcome.model_uri}   MLflow parent run: {outcome.parent_run_id}")
     print(f"compare the trials in MLflow: {outcome.link}")
-    from tunevision.report import ui_hint
-
-    hint = ui_hint(_default_tracking_uri())  # the URI the search used, now MLflow's current one
+    hint = ui_hint(_current_tracking_uri())  # the URI the search used
     if hint:
         print(f"({hint})")
     return 0
@@ -88,7 +88,7 @@ def _warnings_only(message: str) -> None:
         print(message)
 
 
-def _default_tracking_uri() -> str:
+def _current_tracking_uri() -> str:
     import mlflow
 
     return mlflow.get_tracking_uri()
@@ -181,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except TunevisionError as e:
-        print(f"tunevision: error: {e}", file=sys.stderr)
+        file = str(getattr(args, "file", "") or "")
+        message = str(e) if not file or str(e).startswith(file) else f"{file}: {e}"  # name the file, as loading does
+        print(f"tunevision: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tunevision: interrupted", file=sys.stderr)

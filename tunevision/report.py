@@ -431,9 +431,10 @@ def _set_note(client: Any, search_run: Any, text: str) -> None:
     client.set_tag(search_run.info.run_id, NOTE_SHA, digest(text))
 
 
-def after_search(client: Any, tracking_uri: str, run_id: str, log: Callable[[str], None]) -> str:
-    """Publish the report of a search that just ended and show its top trials; return the UI link."""
-    published = publish(client, tracking_uri, client.get_run(run_id))
+def after_search(search_run: Any, log: Callable[[str], None]) -> str:
+    """Publish the report of a search that just ended (a tracking.SearchRun) and show its top trials; return the UI link."""
+    client = search_run.client
+    published = publish(client, search_run.tracking_uri, client.get_run(search_run.run_id))
     log(table(published.report, top=TOP))
     log(importances_text(published.report))
     log(f"report: {', '.join(published.files)} under {FOLDER}/ of the search run; again any time: "
