@@ -163,3 +163,13 @@ def test_a_description_edited_in_the_ui_is_not_overwritten(store):
     client.set_tag(run_id, "mlflow.note.content", "my own notes")  # what the UI's description editor writes
     report.publish(client, uri, client.get_run(run_id))
     assert client.get_run(run_id).data.tags["mlflow.note.content"] == "my own notes"
+
+
+def test_facets_link_carries_filter_and_sort_as_the_ui_reads_them(store):
+    uri, run_id, _ = store
+    client = MlflowClient(uri)
+    found = report.collect(client, client.get_run(run_id))
+    link = report.facets_link("http://10.0.0.5:5000", found)
+    assert link == (f"http://10.0.0.5:5000/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
+                    f"&searchFilter=tags.mlflow.parentRunId%20%3D%20%27{run_id}%27"
+                    "&orderByKey=metrics.%60best_val_accuracy%60&orderByAsc=false")

@@ -387,10 +387,18 @@ def trials_link(client: Any, tracking_uri: str, report: SearchReport) -> str:
                 "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
     try:
         client.set_experiment_tag(report.experiment_id, VIEW_TAG + report.run_id, json.dumps(envelope))
-    except MlflowException:  # a store that refuses experiment tags (permissions): the facets alone
-        facets = {k: str(state[k]).lower() if k == "orderByAsc" else state[k] for k in ("searchFilter", "orderByKey", "orderByAsc")}
-        return f"{base}&{urllib.parse.urlencode(facets, quote_via=urllib.parse.quote)}"
+    except MlflowException:  # a store that refuses experiment tags (permissions)
+        return facets_link(tracking_uri, report)
     return f"{base}&viewStateShareKey={report.run_id}"
+
+
+def facets_link(tracking_uri: str, report: SearchReport) -> str:
+    """The UI link that carries this search's filter and sort itself: its trials, best first, no columns chosen."""
+    state = view_state(report)
+    facets = {"searchFilter": state["searchFilter"], "orderByKey": state["orderByKey"],
+              "orderByAsc": str(state["orderByAsc"]).lower()}
+    return (f"{ui_address(tracking_uri)}/#/experiments/{report.experiment_id}/runs?workflowType=machine_learning"
+            f"&{urllib.parse.urlencode(facets, quote_via=urllib.parse.quote)}")
 
 
 # --- the whole report -----------------------------------------------------------------------------------------------
