@@ -65,7 +65,8 @@ def _searcher(search: Search) -> Any:
         warnings.filterwarnings("ignore", message="Choices for a categorical distribution")
 
         return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=search.seed))
-    return BasicVariantGenerator(random_state=search.seed)
+    # Ray ignores TuneConfig.max_concurrent_trials for a variant generator: it takes its own limit.
+    return BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent or 0)
 
 
 def _scheduler(search: Search) -> Any:
