@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -136,9 +137,18 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _keep_ray_on_loopback(args: argparse.Namespace) -> None:
+    """Make a Ray this process starts listen on 127.0.0.1 only, before anything imports ray."""
+    if args.command in ("search", "check") and not getattr(args, "address", None) and not os.environ.get("RAY_ADDRESS"):
+        # Ray reads this once, when first imported, and search files import it at their top (`from ray import tune`):
+        # set any later, the in-process Ray's GCS, raylet and workers listen on every interface.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tunevision` console script."""
     args = parser().parse_args(argv)
+    _keep_ray_on_loopback(args)
     try:
         return args.func(args)
     except TunevisionError as e:

@@ -114,8 +114,8 @@ def _start_ray(address: str | None) -> None:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise TunevisionError(f"--address {address}: cannot connect to a Ray cluster ({str(e).splitlines()[0][:200]})") from None
         return
-    # A Ray started by this process serves only this machine: keep it on loopback.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Serving only this machine, it listens on loopback when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before ray
+    # was first imported (cli.main does; too late here).
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
