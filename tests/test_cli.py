@@ -12,7 +12,8 @@ import pytest
 from tunevision.cli import main, parser
 
 FLAGS = ["--trials", "--max-epochs", "--cpus-per-trial", "--gpus-per-trial", "--max-concurrent", "--address",
-         "--tracking-uri", "--storage", "--seed", "--data", "--name", "--resume", "--cpu-fallback"]
+         "--tracking-uri", "--storage", "--seed", "--data", "--name", "--resume", "--cpu-fallback",
+         "--resource-wait"]
 
 
 def test_search_help_documents_every_flag():

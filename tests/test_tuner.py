@@ -124,3 +124,94 @@ def test_search_runs_on_an_existing_two_node_cluster_given_address(tmp_path, tin
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("tiny-cluster").experiment_id])
     assert sorted(r.data.tags["tunevision.role"] for r in runs) == ["search", "trial", "trial"]
+
+
+CLUSTER_SCRIPT = """
+import sys, threading, time
+import ray, tunevision
+from ray.cluster_utils import Cluster
+from tunevision.cli import main
+from tunevision.errors import TunevisionError
+from tunevision.tuner import _check_resources
+
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1, "object_store_memory": 100 * 2**20}})
+ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
+
+code = main(["search", {search!r}, "--address", cluster.address, "--gpus-per-trial", "1", "--resource-wait", "3",
+             "--tracking-uri", {uri!r}, "--storage", {storage!r}])
+print("exit", code, flush=True)
+
+def check(cpus, wait):
+    try:
+        _check_resources(tunevision.Search(name="w", data=tunevision.Digits(), cpus_per_trial=cpus), cluster.address,
+                         lambda line: print(line, flush=True), wait)
+        print("holds", flush=True)
+    except TunevisionError as e:
+        print("error:", e, flush=True)
+
+check(4, 0)
+waiting = threading.Thread(target=check, args=(2, 120))
+waiting.start()
+time.sleep(2)
+print("adding", flush=True)
+cluster.add_node(num_cpus=2, object_store_memory=100 * 2**20)
+waiting.join()
+check(3, 0)
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_on_a_cluster_no_node_can_hold_a_trial_stops_after_resource_wait_and_a_joining_node_ends_the_wait(
+    tiny_search, tmp_path
+):
+    import os
+    import subprocess
+    import threading
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = CLUSTER_SCRIPT.format(search=str(tiny_search), uri=uri, storage=str(tmp_path / "ray"))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": __import__("secrets").token_hex(16),
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "TUNEVISION_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)  # a real multi-node Ray (GCS + one raylet per node) on loopback, token auth on
+    with open(tmp_path / "stderr", "w") as err_file:
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=err_file, text=True)
+        timer = threading.Timer(300, proc.kill)  # a hang fails the test instead of stalling the suite
+        timer.start()
+        try:
+            lines = [(time.monotonic(), line.strip()) for line in proc.stdout if line.strip()]  # stamped as they arrive
+            code = proc.wait(timeout=60)
+        finally:
+            timer.cancel()
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 0, stderr[-3000:]
+    text = [line for _, line in lines]
+
+    def at(start: str, after: int = 0) -> tuple[int, float]:
+        i = next(i for i, line in enumerate(text) if i >= after and line.startswith(start))
+        return i, lines[i][0]
+
+    # The CLI: --gpus-per-trial 1 on a node of 1 CPU and no GPU: waits 3 s, then exit 2 with one line; no MLflow run.
+    waits, waited_at = at("no Ray node can hold a trial of 1 CPU + 1 GPU yet: waiting up to 3 s (--resource-wait)")
+    exits, exited_at = at("exit ")
+    assert text[exits] == "exit 2" and exits > waits and 3 <= exited_at - waited_at < 15, lines
+    err = stderr.strip().splitlines()
+    assert ("tunevision: error: --gpus-per-trial 1: no Ray node can hold a trial of 1 CPU + 1 GPU after --resource-wait 3 s "
+            "(nodes: 1 x 1 CPU 0 GPU); lower --gpus-per-trial, add such a node, or wait longer with --resource-wait") in err
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is None or client.search_runs([experiment.experiment_id]) == []
+
+    after = text[exits + 1:]
+    # 4 CPUs, no wait: at once, the only node has 1.
+    assert after[0].startswith("error: --cpus-per-trial 4: no Ray node can hold a trial of 4 CPU + 0 GPU after "
+                               "--resource-wait 0 s (nodes: 1 x 1 CPU 0 GPU)"), after
+    # 2 CPUs: waits until a node of 2 CPUs joins (cluster_utils returns once it is registered), not much longer.
+    assert "waiting up to 120 s (--resource-wait)" in after[1] and after[2:4] == ["adding", "holds"], after
+    assert at("holds", exits)[1] - at("adding", exits)[1] < 20, lines
+    # 3 CPUs: the cluster has 3 in all, but no node holds 3.
+    assert after[4].startswith("error: --cpus-per-trial 3: no Ray node can hold a trial of 3 CPU + 0 GPU"), after
+    assert "1 x 1 CPU 0 GPU" in after[4] and "1 x 2 CPU 0 GPU" in after[4], after

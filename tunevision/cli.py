@@ -60,11 +60,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Run a search and print the chosen trial with its test figures."""
     from tunevision.online import check_tracking_uri
 
+    if args.resource_wait < 0:
+        raise TunevisionError(f"--resource-wait {args.resource_wait:g}: expected seconds >= 0 (0 = stop at once)")
     check_tracking_uri(args.tracking_uri)  # first: before torch and Ray take their seconds to load
     from tunevision.tuner import RunOptions, run
 
     search = _load(args)
-    outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage, args.resume, args.cpu_fallback))
+    outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage, args.resume, args.cpu_fallback,
+                                     args.resource_wait))
     print(f"best trial {outcome.best_trial_id}: {search.metric} = {outcome.best_val:.4f} (validation)")
     print("config: " + ", ".join(f"{k}={v}" for k, v in outcome.best_config.items()))
     shown = [k for k in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_fnr", "test_fpr") if k in outcome.test_figures]
@@ -114,6 +117,9 @@ def parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="run a search file on Ray Tune, recording every trial in MLflow")
     _add_search_flags(search)
     search.add_argument("--address", help="an existing Ray cluster ('auto', or head-ip:6379); default: Ray started in-process")
+    search.add_argument("--resource-wait", type=float, default=600.0, metavar="SECONDS",
+                        help="with --address: how long to wait for a node that can hold a trial's CPUs and GPUs "
+                             "(an autoscaler adding one) before stopping; 0 = stop at once (default 600)")
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own, sqlite:///mlflow.db in the working folder)")
     search.add_argument("--storage", help="Ray Tune storage path for checkpoints: a shared folder or a cloud URI on a cluster (default ~/ray_results)")
     search.add_argument("--resume", action="store_true",
