@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from fakes import write_pattern_images
 from tunevision.cli import main
 from tunevision.search import load_search_file
 from tunevision.tuner import RunOptions, run
@@ -80,7 +81,7 @@ def test_four_trial_search_records_the_mlflow_contract_and_registers_a_model_tha
         assert child.data.metrics["total_params"] >= child.data.metrics["trainable_params"] > 0
 
     # The parent: search file, data report, manifest, best config, test figures named like val ones.
-    assert {"tiny.py", "data_report.txt", "manifest.csv", "model", "test"} <= artifacts(client, parent.info.run_id) | {"model"}
+    assert {"tiny.py", "data_report.txt", "manifest.csv", "test"} <= artifacts(client, parent.info.run_id)
     assert {"test/confusion_matrix.png", "test/confusion_matrix.json"} <= artifacts(client, parent.info.run_id, "test")
     test_cells = [v for k, v in parent.data.metrics.items() if k.startswith("test_cm.")]
     assert len(test_cells) == 4 and sum(test_cells) == n_test
@@ -89,17 +90,24 @@ def test_four_trial_search_records_the_mlflow_contract_and_registers_a_model_tha
     best = next(c for c in children if c.data.tags["tunevision.trial_id"] == outcome.best_trial_id)
     assert best.data.params["lr"] == parent.data.params["lr"]
 
-    # Registered under the search's name; predict answers one line per image.
+    # The model: a logged model named "model" whose source is the parent run (MLflow 3 keeps it apart from the
+    # run's artifacts), listed in the run's outputs, registered under the search's name as version 1.
+    logged = client.search_logged_models([experiment.experiment_id], f"source_run_id = '{parent.info.run_id}'")
+    assert [m.name for m in logged] == ["model"]
+    assert [o.model_id for o in client.get_run(parent.info.run_id).outputs.model_outputs] == [logged[0].model_id]
+    assert "MLmodel" in {f.path for f in client.list_logged_model_artifacts(logged[0].model_id)}
     versions = client.search_model_versions("name='tiny'")
-    assert len(versions) == 1
-    images = sorted((pattern_folder / "dog").glob("*.png"))[:2] + sorted((pattern_folder / "cat").glob("*.png"))[:1]
+    assert [(str(v.version), v.run_id, v.source) for v in versions] == [("1", parent.info.run_id, f"models:/{logged[0].model_id}")]
+    assert outcome.model_uri == "models:/tiny/1"
+
+    # Predict names the right class of images it never saw, written fresh with the same learnable patterns.
+    unseen = write_pattern_images(tmp_path / "unseen", per_class=4, seed=7)
+    images = sorted(unseen.glob("*/*.png"))
     capsys.readouterr()
     assert main(["predict", outcome.model_uri, *map(str, images), "--tracking-uri", mlflow_uri]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3
-    for line, image in zip(lines, images):
-        path, label, prob = line.split("\t")
-        assert path == str(image) and label in {"cat", "dog"} and 0.5 <= float(prob) <= 1.0
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(path, label) for path, label, _ in lines] == [(str(image), image.parent.name) for image in images], lines
+    assert all(0.5 < float(prob) <= 1.0 for _, _, prob in lines)
 
 
 @pytest.mark.slow
