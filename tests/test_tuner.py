@@ -207,7 +207,7 @@ def test_on_a_cluster_no_node_can_hold_a_trial_stops_after_resource_wait_and_a_j
     exits, exited_at = at("exit ")
     assert text[exits] == "exit 2" and exits > waits and 3 <= exited_at - waited_at < 15, lines
     err = stderr.strip().splitlines()
-    assert ("tunevision: error: --gpus-per-trial 1: no Ray node can hold a trial of 1 CPU + 1 GPU after --resource-wait 3 s "
+    assert (f"tunevision: error: {tiny_search}: --gpus-per-trial 1: no Ray node can hold a trial of 1 CPU + 1 GPU after --resource-wait 3 s "
             "(nodes: 1 x 1 CPU 0 GPU); lower --gpus-per-trial, add such a node, or wait longer with --resource-wait") in err
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("tiny")
