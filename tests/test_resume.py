@@ -18,7 +18,9 @@ import tunevision
 search = tunevision.Search(
     name="resumable",
     data=tunevision.ImageFolder("{root}"),
-    space={{"backbone": "cnn", "image_size": 48, "batch_size": 8, "lr": tune.loguniform(1e-3, 1e-2)}},
+    # staged size and augmentation, as soda_bottles and retinopathy use: the checkpoint must hold them as plain data
+    space={{"backbone": "cnn", "image_size": tunevision.progressive({{0: 32, 2: 48}}), "batch_size": 8,
+           "augment": tunevision.progressive({{0: None, 2: {{"hflip": True}}}}), "lr": tune.loguniform(1e-3, 1e-2)}},
     trials=4, max_epochs=5, scheduler="fifo", max_concurrent=1, seed=3,
 )
 '''
