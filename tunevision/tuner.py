@@ -204,7 +204,6 @@ def tune(opened: OpenSearch, log: Callable[[str], None] = print) -> Any:
     """Run the trials (a new Tuner, or Tuner.restore on --resume) and return Ray Tune's ResultGrid."""
     from ray import tune as ray_tune
 
-    from tunevision import progress
     from tunevision.models import get_backbone
     from tunevision.tracking import TrialRecorder
     from tunevision.trial import run_trial
@@ -225,10 +224,8 @@ def tune(opened: OpenSearch, log: Callable[[str], None] = print) -> Any:
             log(f"the searcher keeps {history} finished trial(s) from before")
             search_run.log_figures({"resume_optuna_history": history}, step=opened.resumes)
     else:
-        output = opened.options.output
-        callbacks = [TrialRecorder(search_run, opened.data.classes, search.metric, search.mode),
-                     *progress.callbacks(search.metric, search.mode, search.max_epochs, output)]
-        tuner = _new_tuner(search, trainable, callbacks, opened.tune_path, progress.ray_verbosity(output))
+        recorder = TrialRecorder(search_run, opened.data.classes, search.metric, search.mode)
+        tuner = _new_tuner(search, trainable, recorder, opened.tune_path, opened.options.output)
     started = time.monotonic()
     results = tuner.fit()
     failed = sum(1 for r in results if r.error is not None)
@@ -282,9 +279,11 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         opened.search_run.finish(status)
 
 
-def _new_tuner(search: Search, trainable: Any, callbacks: list, tune_path: str, verbose: int) -> Any:
-    """A Tuner for a new search whose experiment folder is `tune_path`."""
+def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str, output: str = "progress") -> Any:
+    """A Tuner for a new search whose experiment folder is `tune_path`; `output` as RunOptions.output says."""
     from ray import tune
+
+    from tunevision import progress
 
     storage, name = tune_path.rsplit("/", 1)
     num_samples = 1 if search.searcher == "grid" else search.trials
@@ -298,11 +297,11 @@ def _new_tuner(search: Search, trainable: Any, callbacks: list, tune_path: str, 
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=callbacks,
+            callbacks=[recorder, *progress.callbacks(search.metric, search.mode, search.max_epochs, output)],
             checkpoint_config=tune.CheckpointConfig(  # Ray keeps this best one and the latest one
                 num_to_keep=1, checkpoint_score_attribute=search.metric, checkpoint_score_order=search.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
-            verbose=verbose,
+            verbose=progress.ray_verbosity(output),
         ),
     )
