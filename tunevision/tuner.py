@@ -1,6 +1,7 @@
 """Run a whole search: validate, start Ray, tune with Optuna + ASHA, test the chosen model once, record it."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -9,11 +10,18 @@ from typing import Any, Callable
 
 from tunevision.errors import TunevisionError
 from tunevision.resume import (
+    DRIVER,
     SEARCH_FILE_SHA,
+    SETTINGS,
     TUNE_PATH,
+    DriverLock,
+    check_settings,
+    driver_tag,
     earlier_search,
     optuna_history,
+    recorded_settings,
     repair_checkpoints,
+    settings,
     sha256,
     storage_join,
 )
@@ -136,8 +144,11 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
     search_run = SearchRun(options.tracking_uri, search.name)
     sha = sha256(options.search_file)
     previous = earlier_search(search_run, search, options, sha)
-    manifest = None
-    if previous is not None:  # the same split as before, or a clear error if the data changed under it
+    manifest = lock = None
+    if previous is not None:  # refused while its driver runs or with other flags; else the same split as before
+        check_settings(recorded_settings(search_run, previous.info.run_id), search, previous.data.tags.get("tunevision.data"),
+                       previous.info.run_id)
+        lock = DriverLock.claim(previous.data.tags[TUNE_PATH], previous.info.run_id, previous.data.tags.get(DRIVER), log)
         text = search_run.read_text("manifest.csv", previous.info.run_id)
         manifest = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     data = prepare(search.data, search.seed, manifest=manifest)
@@ -148,13 +159,16 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         search_run.reopen(previous.info.run_id)
         tune_path = previous.data.tags[TUNE_PATH]
         resumes = int(previous.data.tags.get("tunevision.resumes", "0")) + 1
-        search_run.set_tags({"tunevision.resumes": str(resumes)})
+        search_run.set_tags({"tunevision.resumes": str(resumes), DRIVER: driver_tag()})
         log(f"resuming search run {search_run.run_id} from {tune_path}")
     else:
         search_run.start(options.search_file, {"tunevision.search_file": str(options.search_file),
-                                               "tunevision.data": search.data.describe(), SEARCH_FILE_SHA: sha})
+                                               "tunevision.data": search.data.describe(), SEARCH_FILE_SHA: sha,
+                                               DRIVER: driver_tag()})
         tune_path = storage_join(options.storage or os.path.expanduser("~/ray_results"), f"{search.name}-{search_run.run_id[:8]}")
+        lock = DriverLock.claim(tune_path, search_run.run_id)
         search_run.set_tags({TUNE_PATH: tune_path})
+        search_run.log_text(json.dumps(settings(search), indent=1), SETTINGS)
         search_run.log_text(data.report(), "data_report.txt")
         search_run.log_text(data.manifest_csv(), "manifest.csv")
     status = "FAILED"
@@ -202,6 +216,7 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
                        len(results), failed, previous is not None)
     finally:
         search_run.finish(status)
+        lock.release()
 
 
 def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str) -> Any:
