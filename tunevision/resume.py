@@ -193,6 +193,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _field(tag: str | None, name: str) -> Any:
+    try:
+        return json.loads(tag or "{}").get(name)
+    except (ValueError, AttributeError):
+        return None
+
+
 def driver_tag() -> str:
     """This process as the driver of a search: the value of the parent run's `tunevision.driver` tag."""
     return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -221,7 +228,7 @@ class DriverLock:
             from tunevision.data.cache import cache_dir
 
             path = cache_dir() / "drivers" / f"{hashlib.sha256(tune_path.encode()).hexdigest()[:16]}.lock"
-            host = json.loads(earlier).get("host") if earlier else None
+            host = _field(earlier, "host")
             if host and host != socket.gethostname():
                 log(f"warning: search run {run_id} was driven from {host} (tag {DRIVER}); whether that driver still runs "
                     f"cannot be checked from here, with {tune_path} on cloud storage: make sure it has stopped")
@@ -235,9 +242,14 @@ class DriverLock:
             handle.seek(0)
             holder = handle.read().strip()
             handle.close()
-            who = ", ".join(f"{k} {v}" for k, v in json.loads(holder).items()) if holder.startswith("{") else "another driver"
+            try:
+                who = ", ".join(f"{k} {v}" for k, v in json.loads(holder).items())
+            except (ValueError, AttributeError):  # a holder that has not written its name yet
+                who = "another driver"
             raise TunevisionError(f"--resume: search run {run_id} is still running ({who}, holding {path}): "
                                   f"stop that driver or let it finish before resuming") from None
+        except OSError as exc:  # a file system without locks (some FUSE mounts): run, but say what is not guarded
+            log(f"warning: cannot lock {path} ({exc.strerror}): a second driver on this search would not be refused")
         handle.seek(0)
         handle.truncate()
         handle.write(driver_tag())
@@ -246,5 +258,4 @@ class DriverLock:
 
     def release(self) -> None:
         """Let another driver resume the search."""
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+        self.handle.close()  # closing the last descriptor drops the flock

@@ -7,7 +7,7 @@ file that is renamed into place (`os.replace`), so a crash never leaves a half-w
 concurrent trials build it once; afterwards every trial maps it read-only (`np.load(mmap_mode="r")`).
 Rows follow the manifest's order; samples the manifest excludes are never decoded.
 
-The folder is bounded: before a build, the least recently used caches (`*.npy`, any depth) are removed
+The folder is bounded: before a build, the least recently used caches (`<key>-*.npy`, any depth) are removed
 until the new one fits in `$TUNEVISION_CACHE_MAX_GB` (default 50). The new file's blocks are reserved
 before any row is written, and rows are written with `os.pwrite`, so a full disk is an error naming the
 file and the node, never a SIGBUS.
@@ -18,6 +18,7 @@ import errno
 import fcntl
 import glob
 import os
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_GB = 50.0
 IN_USE_S = 60.0  # a cache used this recently may be about to be mapped by a trial: never evicted
+CACHE_NAME = re.compile(r"[0-9a-f]{16}-.*\.npy")
 
 
 def cache_dir(directory: str | os.PathLike[str] | None = None) -> Path:
@@ -92,10 +94,16 @@ def cached_images(
 
 
 def evict(directory: Path, room: int, limit: int | None = None) -> list[Path]:
-    """Remove the least recently used caches under `directory` until `room` more bytes fit in `limit`; return them."""
+    """Remove the least recently used caches under `directory` until `room` more bytes fit in `limit`; return them.
+
+    Caches are the `.npy` files, at any depth, whose name starts with a 16-hex-digit key (as every cache
+    tunevision writes is named): nothing else in the folder is ever removed.
+    """
     limit = max_bytes() if limit is None else limit
     caches = []
     for path in directory.rglob("*.npy"):
+        if not CACHE_NAME.match(path.name):
+            continue
         try:
             info = path.stat()
         except FileNotFoundError:
