@@ -138,7 +138,7 @@ def test_resume_of_a_search_that_does_not_exist_says_so(tmp_path: Path, search_f
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert err.strip().splitlines()[-1] == (
-        f"tunevision: error: --resume: nothing to resume in experiment 'nosuch' in {uri}: "
+        f"tunevision: error: {search_file}: --resume: nothing to resume in experiment 'nosuch' in {uri}: "
         "there is no such search; run without --resume to start one"
     )
     assert time.monotonic() - started < 60
@@ -299,7 +299,7 @@ def test_resume_is_refused_while_the_earlier_driver_still_runs_and_allowed_once_
         assert main(["search", str(search_file), "--resume", "--tracking-uri", mlflow_uri]) == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert re.fullmatch(
-            rf"tunevision: error: --resume: search run {run_id} is still running \(host {re.escape(socket.gethostname())}, "
+            rf"tunevision: error: {re.escape(str(search_file))}: --resume: search run {run_id} is still running \(host {re.escape(socket.gethostname())}, "
             rf"pid {holder.pid}, started [\d: -]+, holding {re.escape(str(tune_path / LOCK_FILE))}\): "
             r"stop that driver or let it finish before resuming", last), last
     finally:
@@ -320,7 +320,7 @@ def test_resume_with_other_data_or_set_is_refused_naming_what_differs(
                  "--set", "image_size=32", "--max-epochs", "2"]) == 2
 
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"tunevision: error: --resume: search run {run_id} ran with other settings: "
+        f"tunevision: error: {search_file}: --resume: search run {run_id} ran with other settings: "
         f"data ImageFolder('{pattern_folder}', split=(0.8, 0.1, 0.1), channels=3) -> "
         f"ImageFolder('{other}', split=(0.8, 0.1, 0.1), channels=3) (--data); max_epochs 5 -> 2 (--max-epochs); "
         "space['image_size'] 48 -> 32 (--set); resume with the flags it ran with, or start a new search with --name NEW_NAME"

@@ -85,15 +85,6 @@ def _scheduler(search: Search) -> Any:
     return FIFOScheduler()
 
 
-def check_search(search: Search) -> None:
-    """Check what can fail before any trial starts: backbones and their weights for every candidate."""
-    from tunevision.models import check_weights
-
-    for backbone in search.candidates("backbone"):
-        for weights in search.candidates("weights"):
-            check_weights(backbone, weights)
-
-
 def _check_resources(search: Search, address: str | None, log: Callable[[str], None]) -> None:
     """Stop before any trial when the cluster cannot hold one (a search would wait forever)."""
     import ray
@@ -127,31 +118,44 @@ def _start_ray(address: str | None) -> None:
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
-def run(search: Search, options: RunOptions, log: Callable[[str], None] = print) -> Outcome:
-    """Run `search` end to end and return what it chose; MLflow writes happen here, in the driver."""
+@dataclass
+class OpenSearch:
+    """A search ready to tune: its parent run, prepared data and Ray Tune folder (and what it resumes)."""
+
+    search: Search
+    options: RunOptions
+    search_run: Any  # tracking.SearchRun
+    data: Any  # data.PreparedData
+    tune_path: str
+    resumes: int = 0  # how many times this search run was resumed, this time included (0: a new search)
+    lock: Any = None  # resume.DriverLock held while this driver runs the search
+
+
+def open_search(search: Search, options: RunOptions, log: Callable[[str], None] = print) -> OpenSearch:
+    """Check the space, prepare the data, start Ray and open (or reopen, with --resume) the MLflow search run.
+
+    Nothing is written to the tracking store until the space and the data have been checked.
+    """
     import io
 
     import pandas as pd
-    import torch
-    from ray import tune
 
     from tunevision.data import prepare
-    from tunevision.models import get_backbone
-    from tunevision.tracking import SearchRun, TrialRecorder
-    from tunevision.trial import CHECKPOINT_FILE, evaluate_checkpoint, run_trial
+    from tunevision.tracking import SearchRun
+    from tunevision.validate import check_space
 
-    check_search(search)
+    check_space(search)
+    data = None if options.resume else prepare(search.data, search.seed)
     search_run = SearchRun(options.tracking_uri, search.name)
     sha = sha256(options.search_file)
     previous = earlier_search(search_run, search, options, sha)
-    manifest = lock = None
+    lock = None
     if previous is not None:  # refused while its driver runs or with other flags; else the same split as before
         check_settings(recorded_settings(search_run, previous.info.run_id), search, previous.data.tags.get("tunevision.data"),
                        previous.info.run_id)
         lock = DriverLock.claim(previous.data.tags[TUNE_PATH], previous.info.run_id, previous.data.tags.get(DRIVER), log)
         text = search_run.read_text("manifest.csv", previous.info.run_id)
-        manifest = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    data = prepare(search.data, search.seed, manifest=manifest)
+        data = prepare(search.data, search.seed, manifest=pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False))
     log(data.report())
     _start_ray(options.address)
     _check_resources(search, options.address, log)
@@ -161,62 +165,93 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         resumes = int(previous.data.tags.get("tunevision.resumes", "0")) + 1
         search_run.set_tags({"tunevision.resumes": str(resumes), DRIVER: driver_tag()})
         log(f"resuming search run {search_run.run_id} from {tune_path}")
+        return OpenSearch(search, options, search_run, data, tune_path, resumes, lock)
+    search_run.start(options.search_file, {"tunevision.search_file": str(options.search_file),
+                                           "tunevision.data": search.data.describe(), SEARCH_FILE_SHA: sha,
+                                           DRIVER: driver_tag()})
+    tune_path = storage_join(options.storage or os.path.expanduser("~/ray_results"), f"{search.name}-{search_run.run_id[:8]}")
+    lock = DriverLock.claim(tune_path, search_run.run_id)
+    search_run.set_tags({TUNE_PATH: tune_path})
+    search_run.log_text(json.dumps(settings(search), indent=1), SETTINGS)
+    search_run.log_text(data.report(), "data_report.txt")
+    search_run.log_text(data.manifest_csv(), "manifest.csv")
+    return OpenSearch(search, options, search_run, data, tune_path, lock=lock)
+
+
+def tune(opened: OpenSearch, log: Callable[[str], None] = print) -> Any:
+    """Run the trials (a new Tuner, or Tuner.restore on --resume) and return Ray Tune's ResultGrid."""
+    from ray import tune as ray_tune
+
+    from tunevision.models import get_backbone
+    from tunevision.tracking import TrialRecorder
+    from tunevision.trial import run_trial
+
+    search, search_run = opened.search, opened.search_run
+    trainable = ray_tune.with_resources(
+        ray_tune.with_parameters(run_trial, data=opened.data, search=search, cpu_fallback=opened.options.cpu_fallback,
+                                 backbones={name: get_backbone(name) for name in search.candidates("backbone")}),
+        {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
+    )
+    if opened.resumes and ray_tune.Tuner.can_restore(opened.tune_path):
+        # Ray restores the trials, their checkpoints, the Optuna study and our TrialRecorder's state.
+        repair_checkpoints(opened.tune_path, search_run.logged_epochs, log)
+        tuner = ray_tune.Tuner.restore(opened.tune_path, trainable, param_space=dict(search.space),
+                                       resume_unfinished=True, resume_errored=False)
+        history = optuna_history(opened.tune_path)
+        if history is not None:
+            log(f"the searcher keeps {history} finished trial(s) from before")
+            search_run.log_figures({"resume_optuna_history": history}, step=opened.resumes)
     else:
-        search_run.start(options.search_file, {"tunevision.search_file": str(options.search_file),
-                                               "tunevision.data": search.data.describe(), SEARCH_FILE_SHA: sha,
-                                               DRIVER: driver_tag()})
-        tune_path = storage_join(options.storage or os.path.expanduser("~/ray_results"), f"{search.name}-{search_run.run_id[:8]}")
-        lock = DriverLock.claim(tune_path, search_run.run_id)
-        search_run.set_tags({TUNE_PATH: tune_path})
-        search_run.log_text(json.dumps(settings(search), indent=1), SETTINGS)
-        search_run.log_text(data.report(), "data_report.txt")
-        search_run.log_text(data.manifest_csv(), "manifest.csv")
+        recorder = TrialRecorder(search_run, opened.data.classes, search.metric, search.mode)
+        tuner = _new_tuner(search, trainable, recorder, opened.tune_path)
+    started = time.monotonic()
+    results = tuner.fit()
+    failed = sum(1 for r in results if r.error is not None)
+    search_run.log_figures({"trials": len(results), "trials_failed": failed, "trials_finished": len(results) - failed})
+    log(f"{len(results)} trials: {len(results) - failed} finished, {failed} failed, {time.monotonic() - started:.0f} s"
+        + (" (failed trials: MLflow tag tunevision.error)" if failed else ""))
+    return results
+
+
+def finish(opened: OpenSearch, results: Any) -> Outcome:
+    """Choose the best trial on validation, test it once, record and register it."""
+    import torch
+
+    from tunevision.trial import CHECKPOINT_FILE, evaluate_checkpoint
+
+    search, data, search_run = opened.search, opened.data, opened.search_run
+    try:
+        best = results.get_best_result(search.metric, search.mode, scope="all")
+    except RuntimeError:
+        raise TunevisionError(f"no trial reported {search.metric}: every trial failed (see the trial runs in MLflow)") from None
+    checkpoint = best.get_best_checkpoint(search.metric, search.mode)
+    if checkpoint is None:
+        raise TunevisionError(f"the best trial {best.path} left no checkpoint")
+    best_val = float(best.metrics_dataframe[search.metric].agg(search.mode))
+    trial_id = str(best.metrics.get("trial_id", ""))
+    with checkpoint.as_directory() as folder:  # no copy when storage is local; a temporary one otherwise
+        model, test_figures = evaluate_checkpoint(Path(folder) / CHECKPOINT_FILE, data, search)
+    search_run.log_best(best.config, trial_id, test_figures, data.classes)
+    predictor = model.predictor()
+    example = torch.zeros(1, data.source.channels, predictor.image_size, predictor.image_size)
+    model_uri = search_run.log_model(predictor, example, search.name)
+    failed = sum(1 for r in results if r.error is not None)
+    return Outcome(search_run.run_id, trial_id, dict(best.config), best_val, test_figures, model_uri,
+                   len(results), failed, opened.resumes > 0)
+
+
+def run(search: Search, options: RunOptions, log: Callable[[str], None] = print) -> Outcome:
+    """Run `search` end to end: open it, tune, finish; the search run ends FINISHED only if all three did."""
+    opened = open_search(search, options, log)
     status = "FAILED"
     try:
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, data=data, search=search, cpu_fallback=options.cpu_fallback,
-                                 backbones={name: get_backbone(name) for name in search.candidates("backbone")}),
-            {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
-        )
-        if previous is not None and tune.Tuner.can_restore(tune_path):
-            # Ray restores the trials, their checkpoints, the Optuna study and our TrialRecorder's state.
-            repair_checkpoints(tune_path, search_run.logged_epochs, log)
-            tuner = tune.Tuner.restore(tune_path, trainable, param_space=dict(search.space),
-                                       resume_unfinished=True, resume_errored=False)
-            history = optuna_history(tune_path)
-            if history is not None:
-                log(f"the searcher keeps {history} finished trial(s) from before")
-                search_run.log_figures({"resume_optuna_history": history}, step=resumes)
-        else:
-            tuner = _new_tuner(search, trainable, TrialRecorder(search_run, data.classes, search.metric, search.mode),
-                               tune_path)
-        started = time.monotonic()
-        results = tuner.fit()
-        failed = sum(1 for r in results if r.error is not None)
-        search_run.log_figures({"trials": len(results), "trials_failed": failed, "trials_finished": len(results) - failed})
-        log(f"{len(results)} trials: {len(results) - failed} finished, {failed} failed, {time.monotonic() - started:.0f} s"
-            + (" (failed trials: MLflow tag tunevision.error)" if failed else ""))
-        try:
-            best = results.get_best_result(search.metric, search.mode, scope="all")
-        except RuntimeError:
-            raise TunevisionError(f"no trial reported {search.metric}: every trial failed (see the trial runs in MLflow)") from None
-        checkpoint = best.get_best_checkpoint(search.metric, search.mode)
-        if checkpoint is None:
-            raise TunevisionError(f"the best trial {best.path} left no checkpoint")
-        best_val = float(best.metrics_dataframe[search.metric].agg(search.mode))
-        trial_id = str(best.metrics.get("trial_id", ""))
-        with checkpoint.as_directory() as folder:  # no copy when storage is local; a temporary one otherwise
-            model, test_figures = evaluate_checkpoint(Path(folder) / CHECKPOINT_FILE, data, search)
-        search_run.log_best(best.config, trial_id, test_figures, data.classes)
-        predictor = model.predictor()
-        example = torch.zeros(1, data.source.channels, predictor.image_size, predictor.image_size)
-        model_uri = search_run.log_model(predictor, example, search.name)
+        outcome = finish(opened, tune(opened, log))
         status = "FINISHED"
-        return Outcome(search_run.run_id, trial_id, dict(best.config), best_val, test_figures, model_uri,
-                       len(results), failed, previous is not None)
+        return outcome
     finally:
-        search_run.finish(status)
-        lock.release()
+        opened.search_run.finish(status)
+        if opened.lock is not None:
+            opened.lock.release()
 
 
 def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str) -> Any:
