@@ -325,7 +325,8 @@ def test_resume_with_other_data_or_set_is_refused_naming_what_differs(
         f"tunevision: error: {search_file}: --resume: search run {run_id} ran with other settings: "
         f"data ImageFolder('{pattern_folder}', split=(0.8, 0.1, 0.1), channels=3) -> "
         f"ImageFolder('{other}', split=(0.8, 0.1, 0.1), channels=3) (--data); max_epochs 5 -> 2 (--max-epochs); "
-        "space['image_size'] 48 -> 32 (--set); resume with the flags it ran with, or start a new search with --name NEW_NAME"
+        """space['image_size'] {"type": "Progressive", "stages": [[0, 32], [2, 48]]} -> 32 (--set); """
+        "resume with the flags it ran with, or start a new search with --name NEW_NAME"
     )
     assert MlflowClient(mlflow_uri).get_run(run_id).data.tags.get("tunevision.resumes") is None  # nothing touched
 
