@@ -340,7 +340,7 @@ def test_runs_of_trials_a_restored_experiment_does_not_know_are_closed_with_thei
     search_run = SearchRun(mlflow_uri, "lost")
     search_run.start(Path(__file__), {})
     recorder = TrialRecorder(search_run, ["a", "b"], "val_accuracy", "max")
-    trials = {i: SimpleNamespace(trial_id=i, config={"lr": 0.1}) for i in ("t1", "t2", "t3", "t4")}
+    trials = {i: SimpleNamespace(trial_id=i, config={"lr": 0.1}, evaluated_params={"lr": 0.1}) for i in ("t1", "t2", "t3", "t4")}
     runs = {i: recorder.run_id(trial) for i, trial in trials.items()}
     client = search_run.client
     client.set_terminated(runs["t1"], "FINISHED")
