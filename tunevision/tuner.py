@@ -152,8 +152,10 @@ def _start_ray(address: str | None) -> None:
             raise TunevisionError(f"--address {address}: cannot connect to a Ray cluster ({str(e).splitlines()[0][:200]})") from None
         return
     # Serving only this machine, it listens on loopback when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before ray
-    # was first imported (cli.main does; too late here).
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # was first imported (cli.main does; too late here). "local": a Ray of its own, not one `ray start` left running
+    # here, which a bare ray.init() would join; RAY_ADDRESS (as under `ray job submit`) still names a cluster to use.
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
 
 
 @dataclass
