@@ -119,3 +119,18 @@ def test_feature_cache_stays_under_its_bound_evicting_the_least_recently_used(pa
     monkeypatch.setenv("TUNEVISION_FEATURE_CACHE_GB", str(old.stat().st_size * 1.5 / 1e9))
     new, _ = cached_features(data, network, "resnet18", 40)
     assert new.exists() and not old.exists() and not os.path.exists(f"{old}.json")
+
+
+def test_cache_command_lists_both_caches_with_sizes_and_clears_one_kind(pattern_folder, cache_dir, capsys):
+    from tunevision.cli import main
+
+    data = prepare(ImageFolder(str(pattern_folder)), seed=0)
+    path, _ = cached_features(data, _network(), "resnet18", 32)  # builds the 32 px decode cache on the way
+    assert main(["cache", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "decoded" in listed and "features" in listed and path.name in listed and "resnet18 pooled 32px 3c, 48 x 512" in listed
+    assert "features 98.4 kB" in listed  # 48 x 512 float32 + the .npy header
+    assert main(["cache", "clear", "--features"]) == 0
+    assert "removed 1 features cache file(s), 98.4 kB" in capsys.readouterr().out
+    assert not path.exists() and list(cache_dir.glob("*.npy"))  # the decode cache is kept
+    assert main(["cache", "clear"]) == 0 and not list(cache_dir.glob("*.npy"))
