@@ -80,7 +80,7 @@ def _epoch_report(where: Mapping[str, Any]) -> Any:
             report = super()._get_report_dict(trainer, pl_module)
             # reported_at: the worker's clock, like process_started, so a placement's interval is one clock's
             # epoch: Lightning's own count, the MLflow step; Ray's iteration count lags it after a repaired resume
-            cache = {"feature_cache": trainer.datamodule.feature_cache,
+            cache = {"feature_cache": getattr(trainer.datamodule, "feature_cache", "off"),
                      "feature_cache_bytes": getattr(trainer.datamodule, "feature_bytes", 0)}
             return {**report, **where, **cache, "reported_at": time.time(), "epoch": trainer.current_epoch + 1} if report else report
 
