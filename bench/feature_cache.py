@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="48 generated pattern images at 32 px, 2 epochs (keeps the script working)")
     parser.add_argument("--results", type=Path, default=BENCH / "RESULTS.md", help="Markdown file the results are appended to")
     args = parser.parse_args(argv)
-    command = "python bench/feature_cache.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = " ".join(["python bench/feature_cache.py"] + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])])
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## feature_cache.py: frozen efficientnet_lite0, {args.size} px, {args.accelerator}",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- machine: {machine()}",
+        f"- machine: {machine()}; load average at the end {os.getloadavg()[0]:.1f} (other jobs share the cores)",
         f"- command: `{command}`",
         f"- data: {args.data if not args.tiny else 'generated pattern images'}: {len(data.rows('train'))} train + "
         f"{len(data.rows('val'))} val images per epoch, batch {args.batch_size}; decode cache built first in {decode_s:.1f} s",
