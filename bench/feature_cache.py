@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    prefix = "" if not args.results.exists() else "\n"
+    heading = "\n" if args.results.exists() else "# Benchmark results\n\n"  # another benchmark may have made it
     with open(args.results, "a") as out:
-        out.write(("# Benchmark results\n\n" if not args.results.exists() else prefix) + text)
+        out.write(heading + text)
     return 0
 
 
