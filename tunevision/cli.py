@@ -138,6 +138,25 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """List the decode and feature caches with their sizes, or clear them."""
+    from tunevision.data.cache import cache_dir
+    from tunevision.data.disk import KINDS, clear, entries, feature_limit, human
+
+    kinds = tuple(k for k in KINDS if getattr(args, k, False)) or KINDS
+    if args.action == "clear":
+        files, size = clear(args.dir, kinds)
+        print(f"removed {files} {' and '.join(kinds)} cache file(s), {human(size)}, from {cache_dir(args.dir)}")
+        return 0
+    found = entries(args.dir, kinds)
+    for entry in found:
+        print(f"{entry.kind:<9} {human(entry.bytes):>9}  {entry.path.name}  {entry.about}")
+    totals = ", ".join(f"{kind} {human(sum(e.bytes for e in found if e.kind == kind))}" for kind in kinds)
+    print(f"{cache_dir(args.dir)}: {len(found)} file(s); {totals}; feature cache bound {human(feature_limit())} "
+          "($TUNEVISION_FEATURE_CACHE_GB)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """Build the argument parser of every subcommand."""
     top = argparse.ArgumentParser(prog="tunevision", description="Hyperparameter search for transfer-learned image classifiers.")
@@ -178,6 +197,12 @@ def parser() -> argparse.ArgumentParser:
     backbones = sub.add_parser("backbones", help="list the registered backbones")
     backbones.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
     backbones.set_defaults(func=cmd_backbones)
+    cache = sub.add_parser("cache", help="list or clear this machine's decode and feature caches, with their sizes")
+    cache.add_argument("action", choices=("list", "clear"))
+    cache.add_argument("--dir", help="the cache folder (default: $TUNEVISION_CACHE, else ~/.cache/tunevision)")
+    cache.add_argument("--features", action="store_true", help="only the feature cache (frozen backbones' outputs)")
+    cache.add_argument("--decoded", action="store_true", help="only the decode cache (images decoded and resized)")
+    cache.set_defaults(func=cmd_cache)
     return top
 
 

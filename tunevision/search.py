@@ -48,6 +48,7 @@ class Search:
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
     max_failures: int = 2  # retries of a trial that crashes (node loss), from its last checkpoint
+    feature_cache: bool = True  # frozen backbones: compute their features once (tunevision.data.features)
 
     def __post_init__(self) -> None:
         def bad(what: str) -> TunevisionError:
@@ -73,6 +74,8 @@ class Search:
             raise bad(f"scheduler {self.scheduler!r} is unknown (known: {', '.join(SCHEDULERS)})")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise bad("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
+        if not isinstance(self.feature_cache, bool):
+            raise bad(f"feature_cache must be True or False, got {self.feature_cache!r}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise bad(f"max_concurrent must be None or >= 1, got {self.max_concurrent!r}")
         if not isinstance(self.space, Mapping):

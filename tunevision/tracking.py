@@ -276,7 +276,7 @@ class TrialRecorder(Callback):
                 RunTag("tunevision.placements", json.dumps(history[-20:]))]  # the last 20 fit MLflow's tag size
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        tags = self._placement_tags(trial, result)
+        tags = self._placement_tags(trial, result) + _feature_cache_tags(result)
         step = int(result.get("epoch") or result.get("training_iteration", 0))
         if step <= self.last_step.get(trial.trial_id, 0):  # a restored trial repeating an epoch already recorded
             if tags:
@@ -318,6 +318,14 @@ class TrialRecorder(Callback):
         self._log_best(trial, run_id)
         self.client.set_tag(run_id, "tunevision.error", error_reason(trial))
         self.client.set_terminated(run_id, "FAILED")
+
+
+def _feature_cache_tags(result: Mapping[str, Any]) -> list[RunTag]:
+    """Tags of whether the trial trained from cached features: "hit", "built" or "off: <why>", and the file's size."""
+    if "feature_cache" not in result:
+        return []
+    return [RunTag("tunevision.feature_cache", str(result["feature_cache"])),
+            RunTag("tunevision.feature_cache_bytes", str(int(result.get("feature_cache_bytes", 0))))]
 
 
 def error_reason(trial: Any) -> str:

@@ -72,7 +72,7 @@ def build_trainer(search: Search, datamodule: ImageDataModule, callbacks: list, 
 
 
 def _epoch_report(where: Mapping[str, Any]) -> Any:
-    """Tune's Lightning callback, with the trial's placement added to every epoch's report."""
+    """Tune's Lightning callback, with the trial's placement and feature cache use added to every epoch's report."""
     from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
     class EpochReport(TuneReportCheckpointCallback):
@@ -80,7 +80,9 @@ def _epoch_report(where: Mapping[str, Any]) -> Any:
             report = super()._get_report_dict(trainer, pl_module)
             # reported_at: the worker's clock, like process_started, so a placement's interval is one clock's
             # epoch: Lightning's own count, the MLflow step; Ray's iteration count lags it after a repaired resume
-            return {**report, **where, "reported_at": time.time(), "epoch": trainer.current_epoch + 1} if report else report
+            cache = {"feature_cache": getattr(trainer.datamodule, "feature_cache", "off"),
+                     "feature_cache_bytes": getattr(trainer.datamodule, "feature_bytes", 0)}
+            return {**report, **where, **cache, "reported_at": time.time(), "epoch": trainer.current_epoch + 1} if report else report
 
     return EpochReport(filename=CHECKPOINT_FILE, on="train_epoch_end")
 
@@ -97,6 +99,7 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu
     from pytorch_lightning.callbacks import EarlyStopping
     from ray import tune
 
+    from tunevision.data.features import trial_datamodule
     from tunevision.models.classifier import Classifier
     from tunevision.models.registry import register_missing
 
@@ -118,7 +121,7 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu
     )
     if accelerator == "gpu":
         model = model.to(memory_format=torch.channels_last)
-    datamodule = ImageDataModule(data, trial_config, model.network.image_size)
+    datamodule = trial_datamodule(data, trial_config, model, search.feature_cache)
     callbacks: list = [_epoch_report(where)]
     if search.patience is not None:
         callbacks.append(EarlyStopping(monitor=search.metric, mode=search.mode, patience=search.patience))

@@ -64,6 +64,9 @@ class ImageDataModule(pl.LightningDataModule):
         ((8, 1, 16, 16), torch.int64)
     """
 
+    collate: Callable = staticmethod(to_float)  # samples -> batch
+    feature_cache = "off"  # what the trial's tunevision.feature_cache tag says (tunevision.data.features)
+
     def __init__(
         self,
         data: PreparedData,
@@ -100,12 +103,12 @@ class ImageDataModule(pl.LightningDataModule):
         images = cached_images(self.data, self.image_size_now(), self.cache_dir)
         return CachedImages(images.filename, self.data.rows(split), self.data.labels(split), augment)
 
-    def _loader(self, dataset: CachedImages, sampler: BalancedSampler | None = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: BalancedSampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
-            collate_fn=to_float,
+            collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=False,
             # a last batch of one breaks BatchNorm in training, so drop it only then

@@ -103,16 +103,33 @@ class Network(nn.Module):
         self.image_size = image_size  # default input side when config["image_size"] is None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled output, N x feature_dim: what the head reads (and the feature cache stores)."""
         if self.repeat_grey and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         features = self.backbone((x - self.mean) / self.std)
         if features.ndim == 4:
             features = F.adaptive_avg_pool2d(features, 1)
-        return self.head(features.flatten(1))
+        return features.flatten(1)
+
+    @property
+    def frozen(self) -> bool:
+        """True when the backbone has parameters and none trains (trainable_layers 0): it is a fixed function."""
+        params = list(self.backbone.parameters())
+        return bool(params) and not any(p.requires_grad for p in params)
 
     def train(self, mode: bool = True) -> Network:
-        """Set training mode, keeping BatchNorm layers whose parameters are all frozen in eval mode."""
+        """Set training mode, keeping BatchNorm layers whose parameters are all frozen in eval mode.
+
+        A wholly frozen backbone stays in eval mode entirely (its own dropout and stochastic depth off too,
+        e.g. timm's EfficientNet drops 20 % of its pooled features in training): it computes the same
+        features in every epoch, which is what lets the feature cache compute them once.
+        """
         super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
         for m in self.backbone.modules():
             own = list(m.parameters(recurse=False))
             if isinstance(m, _BatchNorm) and own and not any(p.requires_grad for p in own):
