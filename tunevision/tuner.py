@@ -124,10 +124,10 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
     import io
 
     import pandas as pd
-    import torch
     from ray import tune
 
     from tunevision.data import prepare
+    from tunevision.export import ModelCard, ServedClassifier, register
     from tunevision.models import get_backbone
     from tunevision.tracking import SearchRun, TrialRecorder
     from tunevision.trial import CHECKPOINT_FILE, evaluate_checkpoint, run_trial
@@ -194,9 +194,8 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         with checkpoint.as_directory() as folder:  # no copy when storage is local; a temporary one otherwise
             model, test_figures = evaluate_checkpoint(Path(folder) / CHECKPOINT_FILE, data, search)
         search_run.log_best(best.config, trial_id, test_figures, data.classes)
-        predictor = model.predictor()
-        example = torch.zeros(1, data.source.channels, predictor.image_size, predictor.image_size)
-        model_uri = search_run.log_model(predictor, example, search.name)
+        card = ModelCard(list(data.classes), data.source.channels, [model.trained_size()], trial_ids=[trial_id])
+        model_uri = register(search_run, ServedClassifier([model.network], card.image_sizes), card, search.name)
         status = "FINISHED"
         return Outcome(search_run.run_id, trial_id, dict(best.config), best_val, test_figures, model_uri,
                        len(results), failed, previous is not None)
