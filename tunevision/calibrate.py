@@ -51,20 +51,28 @@ def calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15)
 
 
 def choose_threshold(positive_probs: torch.Tensor, is_positive: torch.Tensor, fnr_target: float) -> float:
-    """The highest threshold on the positive class's probability whose false-negative rate is <= `fnr_target`.
+    """A threshold on P(positive) that meets `fnr_target`, with the fewest false positives and the widest margin.
 
-    A positive is missed when its probability is below the threshold; the highest threshold that
-    misses at most floor(fnr_target * positives) of them keeps the most negatives negative.
+    A positive is missed when its probability is below the threshold. At most floor(fnr_target x
+    positives) may be missed, so the lowest positive that must be kept fixes the highest threshold
+    that meets the target; the threshold is the middle of the gap between that probability and the
+    next lower one of the split (0 if none), where every threshold makes the same validation decisions.
 
     Example:
-        >>> choose_threshold(torch.tensor([0.1, 0.3, 0.6, 0.9, 0.2]), torch.tensor([1, 1, 1, 1, 0]), 0.25)
-        0.3
+        >>> t = choose_threshold(torch.tensor([0.1, 0.3, 0.6, 0.9, 0.2]), torch.tensor([1, 1, 1, 1, 0]), 0.25)
+        >>> round(t, 4)  # one of four positives (0.1) may be missed: between 0.3 (kept) and 0.2 (a negative)
+        0.25
     """
-    scores = torch.sort(positive_probs[is_positive.bool()].double()).values
+    probs = positive_probs.double()
+    scores = torch.sort(probs[is_positive.bool()]).values
     if len(scores) == 0:
         return 0.5  # no positive in the split: nothing can be missed, keep the even-odds threshold
     allowed = math.floor(fnr_target * len(scores) + 1e-9)
-    return float(scores[allowed]) if allowed < len(scores) else 1.0
+    if allowed >= len(scores):
+        return 1.0
+    keep = scores[allowed]
+    below = probs[probs < keep]
+    return float((keep + (below.max() if len(below) else 0.0)) / 2)
 
 
 def decide(probs: torch.Tensor, threshold: float | None = None, positive: int | None = None) -> torch.Tensor:

@@ -116,6 +116,10 @@ class SearchRun:
         """Store a text artifact on the parent run."""
         self.client.log_text(self.run_id, text, name)
 
+    def log_file(self, path: Path, folder: str | None = None) -> None:
+        """Store a file as an artifact of the parent run, under `folder`."""
+        self.client.log_artifact(self.run_id, str(path), folder)
+
     def log_best(self, config: Mapping[str, Any], trial_id: str, test_figures: Mapping[str, float],
                  classes: Sequence[str]) -> None:
         """Record the chosen trial's config as params and its test figures (metrics + confusion matrix)."""

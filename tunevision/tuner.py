@@ -45,6 +45,7 @@ class Outcome:
     trials: int
     failed: int
     resumed: bool = False
+    winner: Any = None  # winner.Winner: single or ensemble, temperature, threshold
 
 
 def _searcher(search: Search) -> Any:
@@ -64,16 +65,20 @@ def _searcher(search: Search) -> Any:
         # Lists as choices (hidden_units: [[128], [128, 64]]) work with the in-memory study Ray uses.
         warnings.filterwarnings("ignore", message="Choices for a categorical distribution")
 
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=search.seed))
+        # Two metrics: TPE's multi-objective mode; Optuna is told each trial's last epoch, as with one.
+        two = len(search.metrics) == 2
+        return OptunaSearch(metric=list(search.metrics) if two else search.metrics[0],
+                            mode=list(search.modes) if two else search.modes[0],
+                            sampler=optuna.samplers.TPESampler(seed=search.seed))
     return BasicVariantGenerator(random_state=search.seed)
 
 
 def _scheduler(search: Search) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if search.scheduler == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=search.max_epochs,
-                             grace_period=min(search.grace_period, search.max_epochs))
+    if search.scheduler == "asha":  # one number per epoch: the rule's rank metric (choose.py)
+        return ASHAScheduler(time_attr="training_iteration", metric=search.rule.rank_metric, mode=search.rule.mode,
+                             max_t=search.max_epochs, grace_period=min(search.grace_period, search.max_epochs))
     return FIFOScheduler()
 
 
@@ -127,10 +132,10 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
     from ray import tune
 
     from tunevision.data import prepare
-    from tunevision.export import ModelCard, ServedClassifier, register
     from tunevision.models import get_backbone
     from tunevision.tracking import SearchRun, TrialRecorder
-    from tunevision.trial import CHECKPOINT_FILE, evaluate_checkpoint, run_trial
+    from tunevision.trial import run_trial
+    from tunevision.winner import check_operating_point, finish
 
     check_search(search)
     search_run = SearchRun(options.tracking_uri, search.name)
@@ -142,6 +147,7 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         manifest = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     data = prepare(search.data, search.seed, manifest=manifest)
     log(data.report())
+    check_operating_point(search, data.classes)
     _start_ray(options.address)
     _check_resources(search, options.address, log)
     if previous is not None:
@@ -174,7 +180,7 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
                 log(f"the searcher keeps {history} finished trial(s) from before")
                 search_run.log_figures({"resume_optuna_history": history}, step=resumes)
         else:
-            tuner = _new_tuner(search, trainable, TrialRecorder(search_run, data.classes, search.metric, search.mode),
+            tuner = _new_tuner(search, trainable, TrialRecorder(search_run, data.classes, search.rule.rank_metric, search.rule.mode),
                                tune_path)
         started = time.monotonic()
         results = tuner.fit()
@@ -182,23 +188,10 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         search_run.log_figures({"trials": len(results), "trials_failed": failed, "trials_finished": len(results) - failed})
         log(f"{len(results)} trials: {len(results) - failed} finished, {failed} failed, {time.monotonic() - started:.0f} s"
             + (" (failed trials: MLflow tag tunevision.error)" if failed else ""))
-        try:
-            best = results.get_best_result(search.metric, search.mode, scope="all")
-        except RuntimeError:
-            raise TunevisionError(f"no trial reported {search.metric}: every trial failed (see the trial runs in MLflow)") from None
-        checkpoint = best.get_best_checkpoint(search.metric, search.mode)
-        if checkpoint is None:
-            raise TunevisionError(f"the best trial {best.path} left no checkpoint")
-        best_val = float(best.metrics_dataframe[search.metric].agg(search.mode))
-        trial_id = str(best.metrics.get("trial_id", ""))
-        with checkpoint.as_directory() as folder:  # no copy when storage is local; a temporary one otherwise
-            model, test_figures = evaluate_checkpoint(Path(folder) / CHECKPOINT_FILE, data, search)
-        search_run.log_best(best.config, trial_id, test_figures, data.classes)
-        card = ModelCard(list(data.classes), data.source.channels, [model.trained_size()], trial_ids=[trial_id])
-        model_uri = register(search_run, ServedClassifier([model.network], card.image_sizes), card, search.name)
+        winner = finish(results, data, search, search_run, log)
         status = "FINISHED"
-        return Outcome(search_run.run_id, trial_id, dict(best.config), best_val, test_figures, model_uri,
-                       len(results), failed, previous is not None)
+        return Outcome(search_run.run_id, winner.trial_id, winner.config, winner.figures[search.metrics[0]],
+                       winner.test_figures, winner.model_uri, len(results), failed, previous is not None, winner)
     finally:
         search_run.finish(status)
 
@@ -213,7 +206,7 @@ def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str) ->
         trainable,
         param_space=dict(search.space),
         tune_config=tune.TuneConfig(
-            metric=search.metric, mode=search.mode, search_alg=_searcher(search),
+            search_alg=_searcher(search),  # the searcher and scheduler carry their own metrics
             scheduler=_scheduler(search), num_samples=num_samples, max_concurrent_trials=search.max_concurrent,
         ),
         run_config=tune.RunConfig(
@@ -221,7 +214,7 @@ def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str) ->
             storage_path=storage,
             callbacks=[recorder],
             checkpoint_config=tune.CheckpointConfig(  # Ray keeps this best one and the latest one
-                num_to_keep=1, checkpoint_score_attribute=search.metric, checkpoint_score_order=search.mode,
+                num_to_keep=1, checkpoint_score_attribute=search.rule.rank_metric, checkpoint_score_order=search.rule.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
             verbose=1,
