@@ -84,7 +84,8 @@ def test_two_objective_search_logs_its_front_follows_the_rule_and_registers_a_ca
 
     from tunevision.predict import predict_files
 
-    assert f"choose: {RULE}" in searched["out"] and "chosen model at threshold" in searched["out"]
+    assert f"choose: {RULE}" in searched["out"] and "operating point: temperature" in searched["out"]
+    assert "test (once, chosen model): test_accuracy=" in searched["out"]
     client = MlflowClient(searched["uri"])
     runs = client.search_runs([client.get_experiment_by_name("pareto").experiment_id])
     parent = next(r for r in runs if r.data.tags["tunevision.role"] == "search")
@@ -211,3 +212,15 @@ def test_mlflow_models_serve_answers_an_invocation_with_class_and_probabilities_
     for p in predictions:
         assert p["probability"] == pytest.approx(p["probabilities"][p["class"]])
         assert sum(p["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_fnr_target_and_fnr_metric_need_two_classes_and_say_so_before_any_trial():
+    from tunevision import Digits, Search, TunevisionError
+    from tunevision.winner import check_operating_point
+
+    classes = [str(i) for i in range(10)]
+    with pytest.raises(TunevisionError, match="fnr_target needs two classes, the data has 10"):
+        check_operating_point(Search(name="t", data=Digits(), fnr_target=0.1), classes)
+    with pytest.raises(TunevisionError, match="metric val_fnr needs two classes"):
+        check_operating_point(Search(name="t", data=Digits(), metric="val_fnr", mode="min"), classes)
+    check_operating_point(Search(name="t", data=Digits(), fnr_target=0.1), ["a", "b"])

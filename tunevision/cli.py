@@ -70,10 +70,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     print("config: " + ", ".join(f"{k}={v}" for k, v in outcome.best_config.items()))
     if winner.kind == "ensemble":
         print(f"registered: an ensemble of trials {', '.join(winner.members)} (better on validation)")
-    at = f" at threshold {winner.threshold:.4f}" if winner.threshold is not None else ""
+    threshold = "" if winner.threshold is None else f", threshold {winner.threshold:.4f} (fnr_target {search.fnr_target:g})"
+    print(f"operating point: temperature {winner.temperature:.3f}{threshold}")
     shown = [k for k in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_fnr", "test_fpr", "test_ece")
              if k in outcome.test_figures]
-    print(f"test (once, chosen model{at}): " + ", ".join(f"{k}={outcome.test_figures[k]:.4f}" for k in shown))
+    print("test (once, chosen model): " + ", ".join(f"{k}={outcome.test_figures[k]:.4f}" for k in shown))
     print(f"trials: {outcome.trials - outcome.failed} finished, {outcome.failed} failed")
     print(f"model: {outcome.model_uri}   MLflow parent run: {outcome.parent_run_id}")
     return 0
