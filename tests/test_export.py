@@ -10,11 +10,12 @@ import torch.nn.functional as F
 
 from tunevision.export import ModelCard, ServedClassifier, export_program, signature
 from tunevision.models.network import create_network
+from tunevision.space import TrialConfig
 
 
 def test_exported_program_takes_uint8_images_of_any_size_and_batch_and_returns_the_ensembles_calibrated_probabilities(tmp_path):
     torch.manual_seed(0)
-    networks = [create_network({"backbone": "cnn", "image_size": 16}, 3, 3).eval() for _ in range(2)]
+    networks = [create_network(TrialConfig.from_dict({"backbone": "cnn", "image_size": 16}), 3, 3).eval() for _ in range(2)]
     program = torch.export.load(str(export_program(ServedClassifier(networks, [16, 20], 2.0), 3, tmp_path / "m.pt2"))).module()
     for shape in [(1, 31, 17, 3), (4, 16, 16, 3)]:
         images = torch.randint(0, 256, shape, dtype=torch.uint8)

@@ -135,7 +135,7 @@ def test_resume_of_a_search_that_does_not_exist_says_so(tmp_path: Path, search_f
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert err.strip().splitlines()[-1] == (
-        f"tunevision: error: --resume: nothing to resume in experiment 'nosuch' in {uri}: "
+        f"tunevision: error: {search_file}: --resume: nothing to resume in experiment 'nosuch' in {uri}: "
         "there is no such search; run without --resume to start one"
     )
     assert time.monotonic() - started < 60

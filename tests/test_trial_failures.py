@@ -34,7 +34,7 @@ class Fragile(torch.nn.Module):
         return features
 
 
-register_backbone("{backbone}", BackboneSpec(build=lambda config, channels: Fragile(config["lr"]), trunk=lambda m: m,
+register_backbone("{backbone}", BackboneSpec(build=lambda config, channels: Fragile(config.lr), trunk=lambda m: m,
                                           feature_dim=8, in_channels=3, default_image_size=16, source="tests"))
 
 search = tunevision.Search(
@@ -88,7 +88,7 @@ def test_gpus_per_trial_beyond_an_in_process_ray_without_gpus_stops_before_any_t
 
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == ("tunevision: error: --gpus-per-trial 1: the Ray cluster has 0 GPU(s) in all; "
+    assert err == (f"tunevision: error: {search_file}: --gpus-per-trial 1: the Ray cluster has 0 GPU(s) in all; "
                    "lower --gpus-per-trial, or run on a cluster with --address")
     assert MlflowClient(mlflow_uri).search_runs(
         [MlflowClient(mlflow_uri).get_experiment_by_name("fragile").experiment_id]) == []

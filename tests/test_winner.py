@@ -43,6 +43,7 @@ search = tunevision.Search(
     ensemble=2,
     trials=3,
     max_epochs=2,
+    patience=1,
 )
 '''
 # Put first on a child process's sys.path (as sitecustomize), it makes `import tunevision` fail there.

@@ -32,12 +32,13 @@ def check(search: Search) -> str:
 
     from tunevision.data import ImageDataModule, prepare
     from tunevision.models.classifier import Classifier
-    from tunevision.tuner import check_search
+    from tunevision.space import TrialConfig
+    from tunevision.validate import check_space
 
-    check_search(search)
+    check_space(search)
     data = prepare(search.data, search.seed)
     config = sample_config(search.space, search.seed)
-    model = Classifier(config, data.classes, data.source.channels, search.max_epochs)
+    model = Classifier(TrialConfig.from_dict(config), data.classes, data.source.channels, search.max_epochs)
     datamodule = ImageDataModule(data, model.config, model.network.image_size)
     started = time.monotonic()
     x, y = next(iter(datamodule.train_dataloader()))

@@ -46,13 +46,10 @@ def _load(args: argparse.Namespace):
     search = load_search_file(args.file)
     data = search.data.with_root(args.data) if args.data else None
     space = {**search.space, **_space_overrides(args.set)} if args.set else None
-    try:
-        return search.replace(
-            data=data, space=space, trials=args.trials, max_epochs=args.max_epochs, cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, seed=args.seed, name=args.name,
-        )
-    except TunevisionError as e:
-        raise TunevisionError(f"{args.file}: {e}") from None
+    return search.replace(
+        data=data, space=space, trials=args.trials, max_epochs=args.max_epochs, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, seed=args.seed, name=args.name,
+    )
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -149,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except TunevisionError as e:
-        print(f"tunevision: error: {e}", file=sys.stderr)
+        file = str(getattr(args, "file", "") or "")
+        message = str(e) if not file or str(e).startswith(file) else f"{file}: {e}"  # name the file, as loading does
+        print(f"tunevision: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tunevision: interrupted", file=sys.stderr)

@@ -105,7 +105,7 @@ def repair_checkpoints(tune_path: str, logged_epochs: Callable[[str], int], log:
         logged = logged_epochs(trial_id)
 
         def epoch(folder: Path) -> int:  # Lightning's epoch index of the save, + 1 = the epoch reported with it
-            return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", mmap=True, weights_only=False)["epoch"] + 1
+            return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", mmap=True, weights_only=True)["epoch"] + 1
 
         usable = [p for p in surviving if epoch(p) <= logged]
         if not usable:

@@ -136,9 +136,7 @@ class Search:
 
     def candidates(self, key: str) -> list[Any]:
         """Every value the space can give `key`: a constant, a choice's categories, a grid's values."""
-        from tunevision.space import resolve
-
-        value = self.space.get(key, resolve({})[key])
+        value = self.space.get(key, KEYS[key].default)
         return _candidates(value)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from tunevision.data import ImageDataModule, PreparedData
 from tunevision.errors import TunevisionError
 from tunevision.search import Search
-from tunevision.space import resolve
+from tunevision.space import TrialConfig
 
 CHECKPOINT_FILE = "checkpoint.ckpt"
 
@@ -126,18 +126,18 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu
     trial_id = tune.get_context().get_trial_id() or "local"
     pl.seed_everything(search.seed + zlib.crc32(trial_id.encode()) % 100_000, workers=True, verbose=False)
     torch.set_num_threads(max(1, int(search.cpus_per_trial)))
-    cfg = resolve(config)
+    trial_config = TrialConfig.from_dict(config)
     model = Classifier(
-        config=dict(config),
+        config=trial_config,
         classes=data.classes,
         channels=data.source.channels,
         max_epochs=search.max_epochs,
-        class_weights=data.class_weights().tolist() if cfg["class_weights"] else None,
+        class_weights=data.class_weights().tolist() if trial_config.class_weights else None,
         positive_class=search.positive_class,
     )
     if accelerator == "gpu":
         model = model.to(memory_format=torch.channels_last)
-    datamodule = ImageDataModule(data, cfg, model.network.image_size)
+    datamodule = ImageDataModule(data, trial_config, model.network.image_size)
     rule = search.rule
     callbacks: list = [_epoch_report(where)]
     if rule.constraint is not None:
@@ -150,4 +150,4 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu
         trainer.fit(model, datamodule=datamodule)
         return
     with checkpoint.as_directory() as folder:  # restored after a crash or node loss: continue from the last epoch
-        trainer.fit(model, datamodule=datamodule, ckpt_path=os.path.join(folder, CHECKPOINT_FILE))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=os.path.join(folder, CHECKPOINT_FILE), weights_only=True)

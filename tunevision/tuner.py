@@ -82,15 +82,6 @@ def _scheduler(search: Search) -> Any:
     return FIFOScheduler()
 
 
-def check_search(search: Search) -> None:
-    """Check what can fail before any trial starts: backbones and their weights for every candidate."""
-    from tunevision.models import check_weights
-
-    for backbone in search.candidates("backbone"):
-        for weights in search.candidates("weights"):
-            check_weights(backbone, weights)
-
-
 def _check_resources(search: Search, address: str | None, log: Callable[[str], None]) -> None:
     """Stop before any trial when the cluster cannot hold one (a search would wait forever)."""
     import ray
@@ -124,30 +115,43 @@ def _start_ray(address: str | None) -> None:
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
-def run(search: Search, options: RunOptions, log: Callable[[str], None] = print) -> Outcome:
-    """Run `search` end to end and return what it chose; MLflow writes happen here, in the driver."""
+@dataclass
+class OpenSearch:
+    """A search ready to tune: its parent run, prepared data and Ray Tune folder (and what it resumes)."""
+
+    search: Search
+    options: RunOptions
+    search_run: Any  # tracking.SearchRun
+    data: Any  # data.PreparedData
+    tune_path: str
+    resumes: int = 0  # how many times this search run was resumed, this time included (0: a new search)
+
+
+def open_search(search: Search, options: RunOptions, log: Callable[[str], None] = print) -> OpenSearch:
+    """Check the space, prepare the data, start Ray and open (or reopen, with --resume) the MLflow search run.
+
+    Nothing is written to the tracking store until the space and the data have been checked.
+    """
     import io
 
     import pandas as pd
-    from ray import tune
 
     from tunevision.data import prepare
-    from tunevision.models import get_backbone
-    from tunevision.tracking import SearchRun, TrialRecorder
-    from tunevision.trial import run_trial
-    from tunevision.winner import check_operating_point, finish
+    from tunevision.tracking import SearchRun
+    from tunevision.validate import check_space
+    from tunevision.winner import check_operating_point
 
-    check_search(search)
+    check_space(search)
+    data = None if options.resume else prepare(search.data, search.seed)
+    if data is not None:
+        check_operating_point(search, data.classes)
     search_run = SearchRun(options.tracking_uri, search.name)
     sha = sha256(options.search_file)
     previous = earlier_search(search_run, search, options, sha)
-    manifest = None
     if previous is not None:  # the same split as before, or a clear error if the data changed under it
         text = search_run.read_text("manifest.csv", previous.info.run_id)
-        manifest = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    data = prepare(search.data, search.seed, manifest=manifest)
+        data = prepare(search.data, search.seed, manifest=pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False))
     log(data.report())
-    check_operating_point(search, data.classes)
     _start_ray(options.address)
     _check_resources(search, options.address, log)
     if previous is not None:
@@ -156,44 +160,72 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         resumes = int(previous.data.tags.get("tunevision.resumes", "0")) + 1
         search_run.set_tags({"tunevision.resumes": str(resumes)})
         log(f"resuming search run {search_run.run_id} from {tune_path}")
+        return OpenSearch(search, options, search_run, data, tune_path, resumes)
+    search_run.start(options.search_file, {"tunevision.search_file": str(options.search_file),
+                                           "tunevision.data": search.data.describe(), SEARCH_FILE_SHA: sha})
+    tune_path = storage_join(options.storage or os.path.expanduser("~/ray_results"), f"{search.name}-{search_run.run_id[:8]}")
+    search_run.set_tags({TUNE_PATH: tune_path})
+    search_run.log_text(data.report(), "data_report.txt")
+    search_run.log_text(data.manifest_csv(), "manifest.csv")
+    return OpenSearch(search, options, search_run, data, tune_path)
+
+
+def tune(opened: OpenSearch, log: Callable[[str], None] = print) -> Any:
+    """Run the trials (a new Tuner, or Tuner.restore on --resume) and return Ray Tune's ResultGrid."""
+    from ray import tune as ray_tune
+
+    from tunevision.models import get_backbone
+    from tunevision.tracking import TrialRecorder
+    from tunevision.trial import run_trial
+
+    search, search_run = opened.search, opened.search_run
+    trainable = ray_tune.with_resources(
+        ray_tune.with_parameters(run_trial, data=opened.data, search=search, cpu_fallback=opened.options.cpu_fallback,
+                                 backbones={name: get_backbone(name) for name in search.candidates("backbone")}),
+        {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
+    )
+    if opened.resumes and ray_tune.Tuner.can_restore(opened.tune_path):
+        # Ray restores the trials, their checkpoints, the Optuna study and our TrialRecorder's state.
+        repair_checkpoints(opened.tune_path, search_run.logged_epochs, log)
+        tuner = ray_tune.Tuner.restore(opened.tune_path, trainable, param_space=dict(search.space),
+                                       resume_unfinished=True, resume_errored=False)
+        history = optuna_history(opened.tune_path)
+        if history is not None:
+            log(f"the searcher keeps {history} finished trial(s) from before")
+            search_run.log_figures({"resume_optuna_history": history}, step=opened.resumes)
     else:
-        search_run.start(options.search_file, {"tunevision.search_file": str(options.search_file),
-                                               "tunevision.data": search.data.describe(), SEARCH_FILE_SHA: sha})
-        tune_path = storage_join(options.storage or os.path.expanduser("~/ray_results"), f"{search.name}-{search_run.run_id[:8]}")
-        search_run.set_tags({TUNE_PATH: tune_path})
-        search_run.log_text(data.report(), "data_report.txt")
-        search_run.log_text(data.manifest_csv(), "manifest.csv")
+        recorder = TrialRecorder(search_run, opened.data.classes, search.rule.rank_metric, search.rule.mode)
+        tuner = _new_tuner(search, trainable, recorder, opened.tune_path)
+    started = time.monotonic()
+    results = tuner.fit()
+    failed = sum(1 for r in results if r.error is not None)
+    search_run.log_figures({"trials": len(results), "trials_failed": failed, "trials_finished": len(results) - failed})
+    log(f"{len(results)} trials: {len(results) - failed} finished, {failed} failed, {time.monotonic() - started:.0f} s"
+        + (" (failed trials: MLflow tag tunevision.error)" if failed else ""))
+    return results
+
+
+def finish(opened: OpenSearch, results: Any, log: Callable[[str], None] = print) -> Outcome:
+    """Choose the winner on validation, calibrate it, test it once, record and register it (winner.py)."""
+    from tunevision.winner import register_winner
+
+    search = opened.search
+    winner = register_winner(results, opened.data, search, opened.search_run, log)
+    failed = sum(1 for r in results if r.error is not None)
+    return Outcome(opened.search_run.run_id, winner.trial_id, winner.config, winner.figures[search.metrics[0]],
+                   winner.test_figures, winner.model_uri, len(results), failed, opened.resumes > 0, winner)
+
+
+def run(search: Search, options: RunOptions, log: Callable[[str], None] = print) -> Outcome:
+    """Run `search` end to end: open it, tune, finish; the search run ends FINISHED only if all three did."""
+    opened = open_search(search, options, log)
     status = "FAILED"
     try:
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, data=data, search=search, cpu_fallback=options.cpu_fallback,
-                                 backbones={name: get_backbone(name) for name in search.candidates("backbone")}),
-            {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
-        )
-        if previous is not None and tune.Tuner.can_restore(tune_path):
-            # Ray restores the trials, their checkpoints, the Optuna study and our TrialRecorder's state.
-            repair_checkpoints(tune_path, search_run.logged_epochs, log)
-            tuner = tune.Tuner.restore(tune_path, trainable, param_space=dict(search.space),
-                                       resume_unfinished=True, resume_errored=False)
-            history = optuna_history(tune_path)
-            if history is not None:
-                log(f"the searcher keeps {history} finished trial(s) from before")
-                search_run.log_figures({"resume_optuna_history": history}, step=resumes)
-        else:
-            tuner = _new_tuner(search, trainable, TrialRecorder(search_run, data.classes, search.rule.rank_metric, search.rule.mode),
-                               tune_path)
-        started = time.monotonic()
-        results = tuner.fit()
-        failed = sum(1 for r in results if r.error is not None)
-        search_run.log_figures({"trials": len(results), "trials_failed": failed, "trials_finished": len(results) - failed})
-        log(f"{len(results)} trials: {len(results) - failed} finished, {failed} failed, {time.monotonic() - started:.0f} s"
-            + (" (failed trials: MLflow tag tunevision.error)" if failed else ""))
-        winner = finish(results, data, search, search_run, log)
+        outcome = finish(opened, tune(opened, log), log)
         status = "FINISHED"
-        return Outcome(search_run.run_id, winner.trial_id, winner.config, winner.figures[search.metrics[0]],
-                       winner.test_figures, winner.model_uri, len(results), failed, previous is not None, winner)
+        return outcome
     finally:
-        search_run.finish(status)
+        opened.search_run.finish(status)
 
 
 def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str) -> Any:

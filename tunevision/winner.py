@@ -64,9 +64,8 @@ def check_operating_point(search: Search, classes: Sequence[str]) -> None:
 def split_logits(model: Any, data: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's logits and the labels of one split, at the image size it was trained at last."""
     from tunevision.data import ImageDataModule
-    from tunevision.space import final
 
-    datamodule = ImageDataModule(data, final(model.config), model.network.image_size)
+    datamodule = ImageDataModule(data, model.config.final(), model.network.image_size)
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     model.eval()
     logits, labels = [], []
@@ -82,7 +81,7 @@ def _load(point: Point) -> Any:
     from tunevision.trial import CHECKPOINT_FILE
 
     with point.checkpoint.as_directory() as folder:  # no copy when storage is local; a temporary one otherwise
-        return Classifier.load_from_checkpoint(str(Path(folder) / CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+        return Classifier.load_from_checkpoint(str(Path(folder) / CHECKPOINT_FILE), map_location="cpu", weights_only=True)
 
 
 def figures(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], prefix: str, positive: int | None,
@@ -96,7 +95,7 @@ def figures(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], 
     return out
 
 
-def finish(results: Iterable[Any], data: Any, search: Search, search_run: Any, log: Callable[[str], None] = print) -> Winner:
+def register_winner(results: Iterable[Any], data: Any, search: Search, search_run: Any, log: Callable[[str], None] = print) -> Winner:
     """Choose, calibrate, threshold, test once and register; every figure goes on the search run."""
     from tunevision.export import ModelCard, ServedClassifier, register
 
@@ -121,19 +120,7 @@ def finish(results: Iterable[Any], data: Any, search: Search, search_run: Any, l
     chosen, why = _single_or_ensemble(members, rule, classes, positive, search, search_run)
     log(why)
 
-    labels = members[0].val_labels
-    val_logits = combine([m.val_logits for m in chosen])
-    temperature = fit_temperature(val_logits, labels)
-    calibration = {"temperature": temperature,
-                   "val_ece_uncalibrated": calibration_error(torch.softmax(val_logits, 1), labels),
-                   "val_ece": calibration_error(torch.softmax(val_logits / temperature, 1), labels)}
-    threshold = None
-    if search.fnr_target is not None:
-        threshold = choose_threshold(torch.softmax(val_logits / temperature, 1)[:, positive], labels == positive,
-                                     search.fnr_target)
-        at = figures(val_logits / temperature, labels, classes, "val", positive, threshold)
-        calibration |= {"threshold": threshold, "fnr_target": search.fnr_target,
-                        "val_fnr_at_threshold": at["val_fnr"], "val_fpr_at_threshold": at["val_fpr"]}
+    temperature, threshold, calibration = _operating_point(chosen, classes, positive, search.fnr_target)
     log(f"calibration: temperature {temperature:.3f}, val ECE {calibration['val_ece_uncalibrated']:.4f} -> "
         f"{calibration['val_ece']:.4f}" + (f"; threshold {threshold:.4f} on P({classes[positive]}) for val FNR <= "
                                          f"{search.fnr_target:g} (val FNR {calibration['val_fnr_at_threshold']:.4f})"
@@ -161,6 +148,24 @@ def finish(results: Iterable[Any], data: Any, search: Search, search_run: Any, l
                   temperature, threshold)
 
 
+def _operating_point(chosen: list[_Member], classes: list[str], positive: int | None,
+                     fnr_target: float | None) -> tuple[float, float | None, dict[str, float]]:
+    """Temperature and (with `fnr_target`) threshold fitted on validation, and the figures that show them."""
+    labels = chosen[0].val_labels
+    val_logits = combine([m.val_logits for m in chosen])
+    temperature = fit_temperature(val_logits, labels)
+    calibrated = torch.softmax(val_logits / temperature, 1)
+    calibration = {"temperature": temperature,
+                   "val_ece_uncalibrated": calibration_error(torch.softmax(val_logits, 1), labels),
+                   "val_ece": calibration_error(calibrated, labels)}
+    if fnr_target is None or positive is None:
+        return temperature, None, calibration
+    threshold = choose_threshold(calibrated[:, positive], labels == positive, fnr_target)
+    at = figures(val_logits / temperature, labels, classes, "val", positive, threshold)
+    return temperature, threshold, {**calibration, "threshold": threshold, "fnr_target": fnr_target,
+                                    "val_fnr_at_threshold": at["val_fnr"], "val_fpr_at_threshold": at["val_fpr"]}
+
+
 def _single_or_ensemble(members: list[_Member], rule: Rule, classes: list[str], positive: int | None, search: Search,
                         search_run: Any) -> tuple[list[_Member], str]:
     """The best trial alone, or the top trials averaged when that is better on validation under the rule."""
@@ -172,7 +177,10 @@ def _single_or_ensemble(members: list[_Member], rule: Rule, classes: list[str], 
     together = figures(combine([m.val_logits for m in members]), labels, classes, "val", positive)
     search_run.log_figures({f"{kind}_{k}": v for kind, f in (("single", single), ("ensemble", together))
                             for k, v in f.items() if k.split("_", 1)[1] in HEADLINE or k in rule.metrics()})
-    shown = lambda f: ", ".join(f"{m} {f[m]:.4f}" for m in rule.metrics())  # noqa: E731
+
+    def shown(f: dict[str, float]) -> str:
+        return ", ".join(f"{m} {f[m]:.4f}" for m in rule.metrics())
+
     k = len(members)
     if rule.key(together) > rule.key(single):
         return members, (f"model: ensemble of the top {k} trials (averaged probabilities), better on validation under "

@@ -15,7 +15,7 @@ def test_unknown_key_lists_known_keys():
 
 
 def test_bad_value_names_the_key():
-    with pytest.raises(TunevisionError, match=r"\['zoom'\]: 2 is not a fraction"):
+    with pytest.raises(TunevisionError, match=r"zoom: 2 is not a fraction"):
         transform({"zoom": 2})
 
 

@@ -7,7 +7,7 @@ import torch
 
 from tunevision.data import Digits, ImageDataModule, ImageFolder, prepare
 from tunevision.errors import TunevisionError
-from tunevision.space import progressive
+from tunevision.space import TrialConfig, progressive
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def digits():
 
 
 def test_batches_are_float_in_unit_range_and_int64_labels(folder):
-    dm = ImageDataModule(prepare(ImageFolder(str(folder)), seed=0), {"batch_size": 4, "image_size": None}, 10)
+    dm = ImageDataModule(prepare(ImageFolder(str(folder)), seed=0), TrialConfig.from_dict({"batch_size": 4, "image_size": None}), 10)
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 10, 10) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     assert y.dtype == torch.int64
@@ -26,13 +26,13 @@ def test_batches_are_float_in_unit_range_and_int64_labels(folder):
 
 def test_balance_changes_train_epoch_length(folder):
     data = prepare(ImageFolder(str(folder)), seed=0)  # train: a 8, b 16, c 24
-    lengths = {b: len(ImageDataModule(data, {"batch_size": 1, "balance": b}, 4).train_dataloader()) for b in ("none", "oversample", "undersample")}
+    lengths = {b: len(ImageDataModule(data, TrialConfig.from_dict({"batch_size": 1, "balance": b}), 4).train_dataloader()) for b in ("none", "oversample", "undersample")}
     assert lengths == {"none": 48, "oversample": 72, "undersample": 24}
 
 
 def test_unknown_augment_key_fails_when_the_module_is_built(digits):
     with pytest.raises(TunevisionError, match="unknown augment key"):
-        ImageDataModule(digits, {"augment": progressive({0: None, 3: {"hflipp": True}})}, 8)
+        ImageDataModule(digits, TrialConfig.from_dict({"augment": progressive({0: None, 3: {"hflipp": True}})}), 8)
 
 
 class ShapeRecorder(pl.LightningModule):
@@ -57,7 +57,7 @@ class ShapeRecorder(pl.LightningModule):
 
 def test_progressive_image_size_changes_batch_shape_by_epoch(digits):
     config = {"batch_size": 16, "image_size": progressive({0: 8, 2: 12}), "augment": progressive({0: None, 1: {"hflip": True}})}
-    dm = ImageDataModule(digits, config, 224)
+    dm = ImageDataModule(digits, TrialConfig.from_dict(config), 224)
     assert dm.reload_every_epoch
     model = ShapeRecorder()
     trainer = pl.Trainer(

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_sample_image
 
+from tunevision.space import TrialConfig
 from tunevision.models import create_network
 from tunevision.models.registry import build_model
 
@@ -22,7 +23,7 @@ def test_efficientnet_lite0_packaged_weights_recognise_a_palace():
     # The network with a frozen backbone gets the pretrained classifier as its head, so the check
     # covers the in-order weight loading, the classifier cut, pooling and the in-forward normalisation.
     full = build_model("efficientnet_lite0", "imagenet")
-    net = create_network({"backbone": "efficientnet_lite0", "trainable_layers": 0}, num_classes=1000, channels=3)
+    net = create_network(TrialConfig.from_dict({"backbone": "efficientnet_lite0", "trainable_layers": 0}), num_classes=1000, channels=3)
     net.head[-1].load_state_dict(full.classifier.state_dict())
     with torch.no_grad():
         top3 = net.eval()(_china_224()).topk(3).indices[0].tolist()

@@ -7,12 +7,14 @@ from torch import nn
 from tunevision.errors import TunevisionError
 from tunevision.models import create_network, get_backbone, list_backbones
 from tunevision.models.network import parameter_layers
+from tunevision.space import TrialConfig
 
 SCRATCH = {"dense", "cnn"}  # trained from scratch: trainable_layers does not apply
 
 
 def _net(**config):
-    return create_network({"weights": None} | config, num_classes=config.pop("num_classes", 4), channels=3)
+    num_classes = config.pop("num_classes", 4)
+    return create_network(TrialConfig.from_dict({"weights": None} | config), num_classes=num_classes, channels=3)
 
 
 @pytest.mark.parametrize("name", list_backbones())
@@ -52,7 +54,7 @@ def test_trainable_fraction_trains_the_rounded_share_of_layers():
 
 @pytest.mark.parametrize("config, key", [
     ({"trainable_layers": 2, "trainable_fraction": 0.5}, "set one, not both"),
-    ({"trainable_layers": 41}, "exceeds the backbone's 40 layers"),
+    ({"trainable_layers": 41}, "41 exceeds resnet18's 40 layers"),
     ({"trainable_layers": -1}, r"space\[\"trainable_layers\"\]: invalid -1"),
     ({"trainable_fraction": 1.5}, r"space\[\"trainable_fraction\"\]: invalid 1.5"),
 ])
@@ -73,14 +75,14 @@ def test_frozen_batchnorm_stays_in_eval_after_train():
 
 
 def test_grey_input_is_repeated_for_rgb_backbones_and_normalised_inside():
-    net = create_network({"backbone": "resnet18", "weights": None}, num_classes=3, channels=1).eval()
+    net = create_network(TrialConfig.from_dict({"backbone": "resnet18", "weights": None}), num_classes=3, channels=1).eval()
     grey = torch.rand(1, 1, 32, 32)
     assert torch.allclose(net(grey), net(grey.expand(-1, 3, -1, -1)))
     assert net.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
 
 
 def test_dense_hidden_fraction_is_share_of_input_pixels():
-    net = create_network({"backbone": "dense", "hidden_units": 0.1}, num_classes=10, channels=1)
+    net = create_network(TrialConfig.from_dict({"backbone": "dense", "hidden_units": 0.1}), num_classes=10, channels=1)
     linears = [m for m in net.head if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(784, 78), (78, 10)]
     assert net(torch.rand(5, 1, 28, 28)).shape == (5, 10)
@@ -94,27 +96,27 @@ def test_head_stacks_dropout_dense_and_activation_per_hidden_layer():
 
 
 def test_cnn_defaults_and_settings():
-    default = create_network({"backbone": "cnn"}, num_classes=10, channels=1)
+    default = create_network(TrialConfig.from_dict({"backbone": "cnn"}), num_classes=10, channels=1)
     assert [m.out_channels for m in default.backbone if isinstance(m, nn.Conv2d)] == [32, 64, 128]
     assert default(torch.rand(2, 1, 32, 32)).shape == (2, 10)
-    small = create_network({"backbone": "cnn", "cnn": {"channels": [8, 16], "kernel_size": 5}}, num_classes=3, channels=3)
+    small = create_network(TrialConfig.from_dict({"backbone": "cnn", "cnn": {"channels": [8, 16], "kernel_size": 5}}), num_classes=3, channels=3)
     assert [m.kernel_size for m in small.backbone if isinstance(m, nn.Conv2d)] == [(5, 5), (5, 5)]
     with pytest.raises(TunevisionError, match=r"space\[\"cnn\"\]"):
-        create_network({"backbone": "cnn", "cnn": {"layers": 3}}, num_classes=3, channels=3)
+        TrialConfig.from_dict({"backbone": "cnn", "cnn": {"layers": 3}})
 
 
 @pytest.mark.parametrize("config, message", [
     ({"backbone": "resnet18", "activation": "tanh"},
-     r"space\[\"activation\"\]: unknown activation 'tanh' \(known: elu, leaky_relu, none, prelu, relu\)"),
-    ({"backbone": "resnet5"}, r"space\[\"backbone\"\]: unknown backbone 'resnet5' \(known: cnn, convnext_tiny, dense, "),
+     r"space\[\"activation\"\]: invalid 'tanh' \(one of elu, leaky_relu, none, prelu, relu\)"),
+    ({"backbone": "resnet5"}, r"space\[\"backbone\"\]: invalid 'resnet5' \(one of cnn, convnext_tiny, dense, "),
     ({"backbone": "dense", "hidden_units": 1.5}, r"space\[\"hidden_units\"\]: invalid 1.5"),
     ({"backbone": "dense", "dropout": 1.0}, r"space\[\"dropout\"\]: invalid 1.0"),
 ])
 def test_config_mistakes_name_key_and_valid_options(config, message):
     with pytest.raises(TunevisionError, match=message):
-        create_network({"weights": None} | config, num_classes=3, channels=1)
+        create_network(TrialConfig.from_dict({"weights": None} | config), num_classes=3, channels=1)
 
 
 def test_rgb_backbone_rejects_other_channel_counts():
     with pytest.raises(TunevisionError, match="resnet18 takes 1- or 3-channel images, the data has 4"):
-        create_network({"backbone": "resnet18", "weights": None}, num_classes=3, channels=4)
+        create_network(TrialConfig.from_dict({"backbone": "resnet18", "weights": None}), num_classes=3, channels=4)

@@ -6,6 +6,7 @@ from torch import nn
 
 from tunevision.errors import TunevisionError
 from tunevision.models import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
+from tunevision.space import TrialConfig
 
 
 def _problem():
@@ -19,7 +20,7 @@ def _problem():
 def test_every_optimizer_lowers_the_loss_in_one_step(name):
     model, loss_fn = _problem()
     lr = 1.0 if name == "adadelta" else 0.05  # adadelta's rate multiplies its own adaptive step
-    optimizer = build_optimizer(model.parameters(), {"optimizer": name, "lr": lr, "weight_decay": 1e-4, "nesterov": name == "sgd"})
+    optimizer = build_optimizer(model.parameters(), TrialConfig.from_dict({"optimizer": name, "lr": lr, "weight_decay": 1e-4, "nesterov": name == "sgd"}))
     before = loss_fn()
     optimizer.zero_grad()
     before.backward()
@@ -30,8 +31,8 @@ def test_every_optimizer_lowers_the_loss_in_one_step(name):
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_every_schedule_steps(name):
     model, loss_fn = _problem()
-    optimizer = build_optimizer(model.parameters(), {"optimizer": "sgd", "lr": 0.1})
-    config = build_schedule(optimizer, {"schedule": name, "lr": 0.1, "schedule_step": 1, "schedule_gamma": 0.5},
+    optimizer = build_optimizer(model.parameters(), TrialConfig.from_dict({"optimizer": "sgd", "lr": 0.1}))
+    config = build_schedule(optimizer, TrialConfig.from_dict({"schedule": name, "lr": 0.1, "schedule_step": 1, "schedule_gamma": 0.5}),
                             max_epochs=3, steps_per_epoch=2)
     if name == "constant":
         assert config is None
@@ -50,8 +51,8 @@ def test_every_schedule_steps(name):
 
 
 def test_step_schedule_decays_by_gamma_every_schedule_step_epochs():
-    optimizer = build_optimizer(nn.Linear(1, 1).parameters(), {"optimizer": "adam", "lr": 1.0})
-    scheduler = build_schedule(optimizer, {"schedule": "step", "schedule_step": 2, "schedule_gamma": 0.1}, 10, 1)["scheduler"]
+    optimizer = build_optimizer(nn.Linear(1, 1).parameters(), TrialConfig.from_dict({"optimizer": "adam", "lr": 1.0}))
+    scheduler = build_schedule(optimizer, TrialConfig.from_dict({"schedule": "step", "schedule_step": 2, "schedule_gamma": 0.1}), 10, 1)["scheduler"]
     rates = []
     for _ in range(4):
         optimizer.step()
@@ -61,19 +62,19 @@ def test_step_schedule_decays_by_gamma_every_schedule_step_epochs():
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"optimizer": "adagrad"}, r"space\[\"optimizer\"\]: unknown optimizer 'adagrad' \(known: adadelta, adam, adamw, rmsprop, sgd\)"),
-    ({"optimizer": "sgd", "momentum": 0.0, "nesterov": True}, r"space\[\"optimizer\"\]: sgd: Nesterov"),
-    ({"optimizer": "adam", "lr": -1.0}, r"space\[\"optimizer\"\]: adam: Invalid learning rate"),
+    ({"optimizer": "adagrad"}, r"space\[\"optimizer\"\]: invalid 'adagrad' \(one of adadelta, adam, adamw, rmsprop, sgd\)"),
+    ({"optimizer": "sgd", "momentum": 0.0, "nesterov": True}, r"space\[\"nesterov\"\]: True needs momentum > 0"),
+    ({"optimizer": "adam", "lr": -1.0}, r"space\[\"lr\"\]: invalid -1.0 \(a number in \(0, inf\]\)"),
 ])
 def test_optimizer_mistakes_raise_one_line_errors(config, message):
     with pytest.raises(TunevisionError, match=message):
-        build_optimizer(nn.Linear(1, 1).parameters(), config)
+        build_optimizer(nn.Linear(1, 1).parameters(), TrialConfig.from_dict(config))
 
 
 def test_unknown_schedule_lists_known():
-    optimizer = build_optimizer(nn.Linear(1, 1).parameters(), {})
-    with pytest.raises(TunevisionError, match=r"unknown schedule 'linear' \(known: constant, cosine, exponential, one_cycle, plateau, step\)"):
-        build_schedule(optimizer, {"schedule": "linear"}, 3, 2)
+    optimizer = build_optimizer(nn.Linear(1, 1).parameters(), TrialConfig.from_dict({}))
+    with pytest.raises(TunevisionError, match=r"space\[\"schedule\"\]: invalid 'linear' \(one of constant, cosine, exponential, one_cycle, plateau, step\)"):
+        build_schedule(optimizer, TrialConfig.from_dict({"schedule": "linear"}), 3, 2)
 
 
 def test_lightning_accepts_every_schedule_config():
@@ -92,8 +93,8 @@ def test_lightning_accepts_every_schedule_config():
             self.log("val_loss", nn.functional.cross_entropy(self.layer(batch[0]), batch[1]))
 
         def configure_optimizers(self):
-            optimizer = build_optimizer(self.parameters(), {"optimizer": "sgd", "lr": 0.1})
-            scheduler = build_schedule(optimizer, {"schedule": self.schedule, "lr": 0.1, "schedule_step": 1}, 2, 2)
+            optimizer = build_optimizer(self.parameters(), TrialConfig.from_dict({"optimizer": "sgd", "lr": 0.1}))
+            scheduler = build_schedule(optimizer, TrialConfig.from_dict({"schedule": self.schedule, "lr": 0.1, "schedule_step": 1}), 2, 2)
             return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
 
     data = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4)

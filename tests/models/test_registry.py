@@ -7,6 +7,7 @@ import torch
 from torchvision.models import ResNet18_Weights, resnet18
 
 from tunevision.errors import TunevisionError
+from tunevision.space import TrialConfig
 from tunevision.models import BackboneSpec, check_weights, create_network, get_backbone, list_backbones, register_backbone
 from tunevision.models import registry
 
@@ -62,7 +63,7 @@ def test_imagenet_weights_load_from_the_hub_cache_without_network(offline_empty_
     cached = resnet18().state_dict()  # stands in for the real file: same name, same keys
     torch.save(cached, offline_empty_hub / "resnet18-f37072fd.pth")
     check_weights("resnet18", "imagenet")
-    net = create_network({"backbone": "resnet18", "weights": "imagenet"}, num_classes=3, channels=3)
+    net = create_network(TrialConfig.from_dict({"backbone": "resnet18", "weights": "imagenet"}), num_classes=3, channels=3)
     assert torch.equal(net.backbone.conv1.weight, cached["conv1.weight"])
     assert ResNet18_Weights.DEFAULT.url.endswith("resnet18-f37072fd.pth")
 
@@ -81,13 +82,37 @@ def test_local_weights_file_loads_strictly_and_mismatch_is_explained(tmp_path):
     good, bad = tmp_path / "good.pth", tmp_path / "bad.pth"
     saved = resnet18(num_classes=1000).state_dict()
     torch.save(saved, good)
-    net = create_network({"backbone": "resnet18", "weights": str(good)}, num_classes=2, channels=3)
+    net = create_network(TrialConfig.from_dict({"backbone": "resnet18", "weights": str(good)}), num_classes=2, channels=3)
     assert torch.equal(net.backbone.layer4[1].bn2.weight, saved["layer4.1.bn2.weight"])
     torch.save({k: v for k, v in saved.items() if not k.startswith("fc.")}, bad)
     with pytest.raises(TunevisionError, match=r"bad.pth does not fit backbone resnet18: 2 missing keys \['fc.weight', 'fc.bias'\]"):
-        create_network({"backbone": "resnet18", "weights": str(bad)}, num_classes=2, channels=3)
+        create_network(TrialConfig.from_dict({"backbone": "resnet18", "weights": str(bad)}), num_classes=2, channels=3)
 
 
 def test_dense_and_cnn_ignore_weights():
     check_weights("dense", "imagenet")
     check_weights("cnn", "imagenet")
+
+
+def test_an_alias_of_a_torchvision_backbone_trains_one_epoch_with_its_imagenet_weights(offline_empty_hub, monkeypatch,
+                                                                                      tmp_path, cache_dir):
+    """The registry docstring's own example: a spec registered under another name builds itself with its weights."""
+    import pytorch_lightning as pl
+
+    from fakes import write_pattern_images
+    from tunevision.data import ImageDataModule, ImageFolder, prepare
+    from tunevision.models.classifier import Classifier
+
+    monkeypatch.setattr(registry, "_BACKBONES", dict(registry._BACKBONES))
+    offline_empty_hub.mkdir(parents=True)
+    cached = resnet18().state_dict()  # stands in for the real file: same name, same keys
+    torch.save(cached, offline_empty_hub / "resnet18-f37072fd.pth")
+    register_backbone("resnet18_again", get_backbone("resnet18"))
+    data = prepare(ImageFolder(str(write_pattern_images(tmp_path / "images", per_class=8))), seed=0)
+    config = TrialConfig.from_dict({"backbone": "resnet18_again", "trainable_layers": 2, "image_size": 32, "batch_size": 8})
+    model = Classifier(config, data.classes, data.source.channels, max_epochs=1)
+    assert torch.equal(model.network.backbone.conv1.weight, cached["conv1.weight"])
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=ImageDataModule(data, config, model.network.image_size))
+    assert trainer.current_epoch == 1 and 0 <= float(trainer.callback_metrics["val_accuracy"]) <= 1

@@ -63,22 +63,38 @@ AUGMENTS: dict[str, AugmentKey] = {
 _AFFINE_FIRST = ("hflip", "vflip")
 
 
-def transform(spec: Mapping[str, Any] | None, where: str = 'space["augment"]') -> v2.Compose | None:
-    """Build the train-time transform of one augment dict; None (or all keys off) means no augmentation."""
+def _off(value: Any) -> bool:
+    return value is None or value is False or (value == 0 and not isinstance(value, bool))
+
+
+def problem(spec: Any) -> str | None:
+    """None when `spec` is an augment dict this module builds (or None), else what is allowed."""
     if spec is None:
         return None
     if not isinstance(spec, Mapping):
-        raise TunevisionError(f"{where}: expected a dict of {', '.join(AUGMENTS)} or None, got {spec!r}")
+        return f"a dict of {', '.join(AUGMENTS)}, or None"
     unknown = sorted(set(spec) - set(AUGMENTS))
     if unknown:
-        raise TunevisionError(f"{where}: unknown augment key(s) {', '.join(map(repr, unknown))} (known: {', '.join(AUGMENTS)})")
+        return f"unknown augment key(s) {', '.join(map(repr, unknown))} (known: {', '.join(AUGMENTS)})"
+    for name, key in AUGMENTS.items():
+        value = spec.get(name)
+        if not _off(value) and not key.accepts(value):
+            return f"{name}: {value!r} is not {key.expects}"
+    return None
+
+
+def transform(spec: Mapping[str, Any] | None, where: str = 'space["augment"]') -> v2.Compose | None:
+    """Build the train-time transform of one augment dict; None (or all keys off) means no augmentation."""
+    wrong = problem(spec)
+    if wrong is not None:
+        raise TunevisionError(f"{where}: invalid {spec!r} ({wrong})")
+    if spec is None:
+        return None
     flips, affine, colour = [], {}, []
     for name, key in AUGMENTS.items():
         value = spec.get(name)
-        if value is None or value is False or (value == 0 and not isinstance(value, bool)):
+        if _off(value):
             continue
-        if not key.accepts(value):
-            raise TunevisionError(f"{where}[{name!r}]: {value!r} is not {key.expects}")
         built = key.build(value)
         if isinstance(built, dict):
             affine.update(built)

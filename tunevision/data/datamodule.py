@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -10,11 +10,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tunevision.data.augment import transform
-from tunevision.data.balance import BalancedSampler, check_balance
+from tunevision.data.balance import BalancedSampler
 from tunevision.data.cache import cache_path, cached_images
 from tunevision.data.prepared import PreparedData
-from tunevision.errors import TunevisionError
-from tunevision.space import Progressive, progressive, resolve, value_at
+from tunevision.space import Progressive, TrialConfig, stages, value_at
 
 
 class CachedImages(Dataset):
@@ -49,9 +48,8 @@ def to_float(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tens
 class ImageDataModule(pl.LightningDataModule):
     """Train/val/test loaders of a PreparedData for one trial config.
 
-    Uses the config's `batch_size`, `image_size` (int, None for `default_image_size`, or a Progressive
-    / {epoch: size} dict), `augment` (dict, None, or a Progressive / {epoch: dict}; train only) and
-    `balance` (train only). When image_size or augment is staged, `reload_every_epoch` is True: the
+    Uses the config's `batch_size`, `image_size` (int, None for `default_image_size`, or a Progressive),
+    `augment` (dict, None, or a Progressive; train only) and `balance` (train only). When image_size or augment is staged, `reload_every_epoch` is True: the
     trial must build its Trainer with `reload_dataloaders_every_n_epochs=1` so each epoch gets its
     stage. The epoch is the attached trainer's `current_epoch` (0 when detached); set `epoch` to pin
     it, e.g. to test a checkpoint at the size it was trained with.
@@ -59,7 +57,8 @@ class ImageDataModule(pl.LightningDataModule):
     Example::
 
         >>> from tunevision.data import Digits, prepare
-        >>> dm = ImageDataModule(prepare(Digits(), seed=0), {"batch_size": 8, "image_size": 16}, 224)
+        >>> from tunevision.space import TrialConfig
+        >>> dm = ImageDataModule(prepare(Digits(), seed=0), TrialConfig.from_dict({"batch_size": 8, "image_size": 16}), 224)
         >>> x, y = next(iter(dm.train_dataloader())); tuple(x.shape), y.dtype
         ((8, 1, 16, 16), torch.int64)
     """
@@ -67,24 +66,18 @@ class ImageDataModule(pl.LightningDataModule):
     def __init__(
         self,
         data: PreparedData,
-        config: Mapping[str, Any],
+        config: TrialConfig,
         default_image_size: int,
         num_workers: int = 0,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
-        config = resolve(config)
         self.data, self.num_workers, self.cache_dir = data, num_workers, cache_dir
-        self.batch_size = config["batch_size"]
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            raise TunevisionError(f'space["batch_size"]: {self.batch_size!r} is not a positive int')
-        self.image_size = _staged(default_image_size if config["image_size"] is None else config["image_size"])
-        self.augment = _staged(config["augment"])
-        self.balance = check_balance(config["balance"])
-        for _, size in _stages(self.image_size):
-            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-                raise TunevisionError(f'space["image_size"]: {size!r} is not a positive int (pixels)')
-        self._transforms = {start: transform(spec) for start, spec in _stages(self.augment)}
+        self.batch_size = config.batch_size
+        self.image_size = default_image_size if config.image_size is None else config.image_size
+        self.augment = config.augment
+        self.balance = config.balance
+        self._transforms = {start: transform(spec) for start, spec in stages(self.augment)}
         self.reload_every_epoch = isinstance(self.image_size, Progressive) or isinstance(self.augment, Progressive)
         self.epoch: int | None = None
 
@@ -134,13 +127,3 @@ class ImageDataModule(pl.LightningDataModule):
         """Test batches in manifest order, never augmented."""
         return self._loader(self._dataset("test"))
 
-
-def _staged(value: Any) -> Any:
-    # The space also accepts a plain {epoch: value} dict for a staged value (an augment dict has str keys).
-    if isinstance(value, Mapping) and value and all(isinstance(k, int) and not isinstance(k, bool) for k in value):
-        return progressive(value)
-    return value
-
-
-def _stages(value: Any) -> tuple[tuple[int, Any], ...]:
-    return value.stages if isinstance(value, Progressive) else ((0, value),)

@@ -39,7 +39,7 @@ class ImageFolder(DataSource):
     def samples(self) -> tuple[list[Sample], list[Problem]]:
         """List `root`'s class folders; an explicit layout is one whose folders are all split names."""
         if not os.path.isdir(self.root):
-            raise TunevisionError(f"ImageFolder: root {self.root!r} is not a folder")
+            raise TunevisionError(f"ImageFolder: root {self.root!r} is not a folder (point at it with --data PATH)")
         folders = subfolders(self.root)
         explicit = bool(folders) and set(folders) <= set(SPLIT_FOLDERS) and "train" in folders
         if not explicit:

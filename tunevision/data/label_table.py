@@ -84,9 +84,9 @@ a relative `images` is relative to the table's folder, so `--data other/trainLab
         if extension not in READERS:
             raise TunevisionError(f"LabelTable: {self.table}: unknown table type {extension!r} (known: {', '.join(READERS)})")
         if not os.path.isfile(self.table):
-            raise TunevisionError(f"LabelTable: table {self.table!r} not found")
+            raise TunevisionError(f"LabelTable: table {self.table!r} not found (point at it with --data PATH)")
         if not os.path.isdir(self.image_dir):
-            raise TunevisionError(f"LabelTable: images folder {self.image_dir!r} not found")
+            raise TunevisionError(f"LabelTable: images folder {self.image_dir!r} not found (point at it with --data PATH)")
         try:
             frame = READERS[extension](self.table)
         except ImportError as exc:

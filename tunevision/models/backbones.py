@@ -16,9 +16,8 @@ from torchvision.models import get_model_builder, get_model_weights
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
-from tunevision.errors import TunevisionError
 from tunevision.models.registry import BackboneSpec, PackagedWeights, register_backbone
-from tunevision.space import Progressive
+from tunevision.space import TrialConfig
 
 
 def _replace(path: str) -> Callable[[nn.Module], nn.Module]:
@@ -38,9 +37,10 @@ def _keep(path: str) -> Callable[[nn.Module], nn.Module]:
 def torchvision_family(trunk: Callable[[nn.Module], nn.Module], **feature_dims: int) -> None:
     """Register torchvision models given as `name=feature_dim`, with their DEFAULT weights; `trunk` cuts the classifier."""
     for name, dim in feature_dims.items():
-        builder = get_model_builder(name)
-        spec = BackboneSpec(build=lambda config, channels, b=builder: b(), trunk=trunk, feature_dim=dim,
-                            weights=get_model_weights(name).DEFAULT)
+        builder, weights = get_model_builder(name), get_model_weights(name).DEFAULT
+        # torchvision's builder loads the weights, not a bare load_state_dict: some families (densenet) remap old keys.
+        spec = BackboneSpec(build=lambda config, channels, b=builder: b(), trunk=trunk, feature_dim=dim, weights=weights,
+                            build_pretrained=partial(builder, weights=weights, progress=True))
         register_backbone(name, spec)
 
 
@@ -123,29 +123,13 @@ class SmallCNN(nn.Sequential):
         self.feature_dim = in_channels
 
 
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+def _build_dense(config: TrialConfig, channels: int) -> nn.Module:
+    return Flatten(channels, config.image_size or 28)
 
 
-def _build_dense(config: Mapping[str, Any], channels: int) -> nn.Module:
-    side = config.get("image_size") or 28
-    if isinstance(side, Progressive) or not _is_count(side):
-        raise TunevisionError(f'space["image_size"]: backbone dense needs one fixed image size '
-                              f"(one weight per pixel), got {side}")
-    return Flatten(channels, side)
-
-
-def _build_cnn(config: Mapping[str, Any], channels: int) -> nn.Module:
-    settings = config.get("cnn") or {}
-    if not isinstance(settings, Mapping) or set(settings) - set(CNN_DEFAULTS):
-        raise TunevisionError(f'space["cnn"]: invalid {settings!r} (a dict with keys {", ".join(CNN_DEFAULTS)})')
-    settings = CNN_DEFAULTS | dict(settings)
-    widths, kernel = settings["channels"], settings["kernel_size"]
-    if not isinstance(widths, (list, tuple)) or not widths or not all(_is_count(w) for w in widths):
-        raise TunevisionError(f'space["cnn"]["channels"]: invalid {widths!r} (a non-empty list of positive ints)')
-    if not _is_count(kernel) or kernel % 2 == 0:
-        raise TunevisionError(f'space["cnn"]["kernel_size"]: invalid {kernel!r} (a positive odd int)')
-    return SmallCNN(channels, list(widths), kernel)
+def _build_cnn(config: TrialConfig, channels: int) -> nn.Module:
+    settings = CNN_DEFAULTS | dict(config.cnn or {})
+    return SmallCNN(channels, list(settings["channels"]), settings["kernel_size"])
 
 
 @register_backbone("dense")

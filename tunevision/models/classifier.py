@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tunevision.metrics import StageMetrics, positive_index
-from tunevision.space import final, resolve
+from tunevision.space import TrialConfig
 
 
 class Classifier(pl.LightningModule):
@@ -16,7 +16,7 @@ class Classifier(pl.LightningModule):
 
     def __init__(
         self,
-        config: Mapping[str, Any],
+        config: TrialConfig | Mapping[str, Any],
         classes: Sequence[str],
         channels: int,
         max_epochs: int,
@@ -26,12 +26,14 @@ class Classifier(pl.LightningModule):
         super().__init__()
         from tunevision.models.network import create_network
 
-        self.save_hyperparameters()
-        self.config = resolve(config)
+        # A checkpoint holds the config as plain data (Lightning passes it back here), so it loads weights_only.
+        self.config = config if isinstance(config, TrialConfig) else TrialConfig.from_plain(config)
+        self.save_hyperparameters({"config": self.config.to_plain(), "classes": list(classes), "channels": channels,
+                                   "max_epochs": max_epochs, "class_weights": class_weights, "positive_class": positive_class})
         self.classes = list(classes)
         self.network = create_network(self.config, len(self.classes), channels)
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=float(self.config["label_smoothing"]))
+        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=float(self.config.label_smoothing))
         positive = positive_index(self.classes, positive_class)
         self.val_metrics = StageMetrics(self.classes, "val", positive)
         self.test_metrics = StageMetrics(self.classes, "test", positive)
@@ -77,4 +79,4 @@ class Classifier(pl.LightningModule):
 
     def trained_size(self) -> int:
         """The image side the network was trained at last (the final stage of a progressive size)."""
-        return int(final(self.config)["image_size"] or self.network.image_size)
+        return int(self.config.final().image_size or self.network.image_size)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from tunevision.errors import TunevisionError
 from tunevision.models.registry import build_model, get_backbone
-from tunevision.space import resolve
+from tunevision.space import TrialConfig
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "none": nn.Identity,
@@ -27,24 +27,23 @@ def parameter_layers(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
 
 
-def trainable_layer_count(config: Mapping[str, Any], total: int) -> int | None:
+def trainable_layer_count(config: TrialConfig, total: int) -> int | None:
     """How many of the backbone's `total` layers train, from trainable_layers / trainable_fraction (None: all)."""
-    count, fraction = config.get("trainable_layers"), config.get("trainable_fraction")
-    if count is not None and fraction is not None:
-        raise TunevisionError('space["trainable_layers"], space["trainable_fraction"]: set one, not both '
-                              f"(got {count} and {fraction})")
-    if fraction is not None:
-        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 <= fraction <= 1:
-            raise TunevisionError(f'space["trainable_fraction"]: invalid {fraction!r} (a number from 0 to 1)')
-        return round(fraction * total)
-    if count is not None:
-        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 0:
-            raise TunevisionError(f'space["trainable_layers"]: invalid {count!r} (an int >= 0, or None for all)')
-        if count > total:
-            raise TunevisionError(f'space["trainable_layers"]: {count} exceeds the backbone\'s {total} layers '
-                                  "(use trainable_fraction across backbones)")
-        return int(count)
+    if config.trainable_fraction is not None:
+        return round(config.trainable_fraction * total)
+    if config.trainable_layers is not None:
+        if config.trainable_layers > total:
+            raise TunevisionError(f'space["trainable_layers"]: {config.trainable_layers} exceeds {config.backbone}\'s '
+                                  f"{total} layers (use trainable_fraction across backbones)")
+        return int(config.trainable_layers)
     return None
+
+
+def layer_count(backbone: str, config: TrialConfig, channels: int = 3) -> int:
+    """How many layers `freeze` counts in `backbone`, found on the meta device (no memory, no weights)."""
+    spec = get_backbone(backbone)
+    with torch.device("meta"):
+        return len(parameter_layers(spec.trunk(spec.build(config, channels))))
 
 
 def freeze(backbone: nn.Module, trainable: int | None) -> None:
@@ -72,31 +71,17 @@ def hidden_sizes(hidden_units: Any, in_features: int) -> list[int]:
     """Widths of the head's hidden layers: ints as given, floats in (0, 1] as that fraction of `in_features`."""
     if hidden_units is None or (not isinstance(hidden_units, (list, tuple)) and hidden_units == 0):
         return []
-    sizes = []
-    for units in hidden_units if isinstance(hidden_units, (list, tuple)) else [hidden_units]:
-        if isinstance(units, numbers.Integral) and not isinstance(units, bool) and units > 0:
-            sizes.append(int(units))
-        elif isinstance(units, numbers.Real) and not isinstance(units, bool) and 0 < units <= 1:
-            sizes.append(max(1, round(units * in_features)))
-        else:
-            raise TunevisionError(f'space["hidden_units"]: invalid {units!r} '
-                                  "(a positive int, a fraction in (0, 1], or a list of them)")
-    return sizes
+    units = hidden_units if isinstance(hidden_units, (list, tuple)) else [hidden_units]
+    return [int(u) if isinstance(u, numbers.Integral) else max(1, round(u * in_features)) for u in units]
 
 
-def build_head(in_features: int, num_classes: int, config: Mapping[str, Any]) -> nn.Sequential:
+def build_head(in_features: int, num_classes: int, config: TrialConfig) -> nn.Sequential:
     """Dense head: [dropout, linear, activation] per hidden layer, then dropout and the output linear."""
-    name, dropout = config.get("activation", "relu"), config.get("dropout", 0.0)
-    if name not in ACTIVATIONS:
-        known = ", ".join(sorted(ACTIVATIONS))
-        raise TunevisionError(f'space["activation"]: unknown activation {name!r} (known: {known})')
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-        raise TunevisionError(f'space["dropout"]: invalid {dropout!r} (a number in [0, 1))')
     layers: list[nn.Module] = []
-    for units in hidden_sizes(config.get("hidden_units"), in_features) + [num_classes]:
-        if dropout > 0:
-            layers.append(nn.Dropout(float(dropout)))
-        layers += [nn.Linear(in_features, units), ACTIVATIONS[name]()]
+    for units in hidden_sizes(config.hidden_units, in_features) + [num_classes]:
+        if config.dropout > 0:
+            layers.append(nn.Dropout(float(config.dropout)))
+        layers += [nn.Linear(in_features, units), ACTIVATIONS[config.activation]()]
         in_features = units
     return nn.Sequential(*layers[:-1])  # no activation after the output layer
 
@@ -145,21 +130,20 @@ class Network(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def create_network(config: Mapping[str, Any], num_classes: int, channels: int) -> Network:
+def create_network(config: TrialConfig, num_classes: int, channels: int) -> Network:
     """Build a trial's network: backbone with its weights, frozen per `freeze`, then the head.
 
     Example::
 
-        net = create_network({"backbone": "dense", "hidden_units": 0.1}, num_classes=10, channels=1)
+        net = create_network(TrialConfig.from_dict({"backbone": "dense", "hidden_units": 0.1}), num_classes=10, channels=1)
         net(torch.rand(2, 1, 28, 28)).shape  # torch.Size([2, 10]); hidden layer of 78 units
     """
-    config = resolve(config)
-    name = config["backbone"]
+    name = config.backbone
     spec = get_backbone(name)
     if spec.in_channels is not None and channels not in (1, spec.in_channels):
         raise TunevisionError(f'space["backbone"]: {name} takes 1- or {spec.in_channels}-channel images, '
                               f"the data has {channels}")
-    backbone = spec.trunk(build_model(name, config["weights"], config, channels))
+    backbone = spec.trunk(build_model(name, config.weights, config, channels))
     if spec.weights is not None:  # 'dense' and 'cnn' have nothing pretrained to keep: they train whole
         freeze(backbone, trainable_layer_count(config, len(parameter_layers(backbone))))
     head = build_head(spec.feature_dim or backbone.feature_dim, num_classes, config)

@@ -1,77 +1,65 @@
 """Optimizers and learning-rate schedules by name, each a small function of the trial config."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import torch
 from torch.optim import lr_scheduler
 
 from tunevision.errors import TunevisionError
-from tunevision.space import resolve
+from tunevision.space import TrialConfig
 
-Config = Mapping[str, Any]
-
-OPTIMIZERS: dict[str, Callable[[Iterable[Any], Config], torch.optim.Optimizer]] = {
-    "adam": lambda p, c: torch.optim.Adam(p, lr=c["lr"], weight_decay=c["weight_decay"], eps=c["epsilon"]),
-    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c["lr"], weight_decay=c["weight_decay"], eps=c["epsilon"]),
-    "sgd": lambda p, c: torch.optim.SGD(p, lr=c["lr"], weight_decay=c["weight_decay"], momentum=c["momentum"],
-                                        nesterov=c["nesterov"]),
-    "rmsprop": lambda p, c: torch.optim.RMSprop(p, lr=c["lr"], weight_decay=c["weight_decay"], momentum=c["momentum"],
-                                                eps=c["epsilon"]),
-    "adadelta": lambda p, c: torch.optim.Adadelta(p, lr=c["lr"], weight_decay=c["weight_decay"], eps=c["epsilon"]),
+OPTIMIZERS: dict[str, Callable[[Iterable[Any], TrialConfig], torch.optim.Optimizer]] = {
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay, eps=c.epsilon),
+    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay, eps=c.epsilon),
+    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum,
+                                        nesterov=c.nesterov),
+    "rmsprop": lambda p, c: torch.optim.RMSprop(p, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum,
+                                                eps=c.epsilon),
+    "adadelta": lambda p, c: torch.optim.Adadelta(p, lr=c.lr, weight_decay=c.weight_decay, eps=c.epsilon),
 }
 
 # Each returns Lightning's lr_scheduler config, or None for a constant rate.
-SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, Config, int, int], dict[str, Any] | None]] = {
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrialConfig, int, int], dict[str, Any] | None]] = {
     "constant": lambda o, c, epochs, steps: None,
     "step": lambda o, c, epochs, steps: {
-        "scheduler": lr_scheduler.StepLR(o, step_size=c["schedule_step"], gamma=c["schedule_gamma"]), "interval": "epoch"},
+        "scheduler": lr_scheduler.StepLR(o, step_size=c.schedule_step, gamma=c.schedule_gamma), "interval": "epoch"},
     "exponential": lambda o, c, epochs, steps: {
-        "scheduler": lr_scheduler.ExponentialLR(o, gamma=c["schedule_gamma"]), "interval": "epoch"},
+        "scheduler": lr_scheduler.ExponentialLR(o, gamma=c.schedule_gamma), "interval": "epoch"},
     "cosine": lambda o, c, epochs, steps: {
         "scheduler": lr_scheduler.CosineAnnealingLR(o, T_max=epochs), "interval": "epoch"},
     "one_cycle": lambda o, c, epochs, steps: {
-        "scheduler": lr_scheduler.OneCycleLR(o, max_lr=c["lr"], total_steps=epochs * steps), "interval": "step"},
+        "scheduler": lr_scheduler.OneCycleLR(o, max_lr=c.lr, total_steps=epochs * steps), "interval": "step"},
     "plateau": lambda o, c, epochs, steps: {
-        "scheduler": lr_scheduler.ReduceLROnPlateau(o, factor=c["schedule_gamma"]), "interval": "epoch",
+        "scheduler": lr_scheduler.ReduceLROnPlateau(o, factor=c.schedule_gamma), "interval": "epoch",
         "monitor": "val_loss"},
 }
 
 
-def _lookup(table: Mapping[str, Callable[..., Any]], key: str, config: Config) -> Callable[..., Any]:
-    if config[key] not in table:
-        raise TunevisionError(f'space["{key}"]: unknown {key} {config[key]!r} (known: {", ".join(sorted(table))})')
-    return table[config[key]]
-
-
-def build_optimizer(params: Iterable[Any], config: Config) -> torch.optim.Optimizer:
-    """Build config["optimizer"] over `params` with lr, weight_decay, momentum, nesterov and epsilon.
+def build_optimizer(params: Iterable[Any], config: TrialConfig) -> torch.optim.Optimizer:
+    """Build config.optimizer over `params` with lr, weight_decay, momentum, nesterov and epsilon.
 
     Example::
 
-        build_optimizer(torch.nn.Linear(2, 1).parameters(), {"optimizer": "sgd", "lr": 0.1, "nesterov": True})
+        build_optimizer(torch.nn.Linear(2, 1).parameters(), TrialConfig.from_dict({"optimizer": "sgd", "nesterov": True}))
     """
-    config = resolve(config)
-    make = _lookup(OPTIMIZERS, "optimizer", config)
     try:
-        return make(params, config)
-    except ValueError as e:  # torch rejects e.g. a negative lr, or nesterov without momentum
-        raise TunevisionError(f'space["optimizer"]: {config["optimizer"]}: {e}') from None
+        return OPTIMIZERS[config.optimizer](params, config)
+    except ValueError as e:  # torch rejects combinations, e.g. nesterov with momentum 0
+        raise TunevisionError(f'space["optimizer"]: {config.optimizer}: {e}') from None
 
 
 def build_schedule(
-    optimizer: torch.optim.Optimizer, config: Config, max_epochs: int, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, config: TrialConfig, max_epochs: int, steps_per_epoch: int
 ) -> dict[str, Any] | None:
-    """Build config["schedule"] as Lightning's lr_scheduler dict, or None for a constant rate.
+    """Build config.schedule as Lightning's lr_scheduler dict, or None for a constant rate.
 
     Example::
 
-        opt = build_optimizer(torch.nn.Linear(2, 1).parameters(), {})
-        build_schedule(opt, {"schedule": "cosine"}, max_epochs=10, steps_per_epoch=5)["interval"]  # "epoch"
+        opt = build_optimizer(torch.nn.Linear(2, 1).parameters(), TrialConfig.from_dict({}))
+        build_schedule(opt, TrialConfig.from_dict({"schedule": "cosine"}), max_epochs=10, steps_per_epoch=5)["interval"]
     """
-    config = resolve(config)
-    make = _lookup(SCHEDULES, "schedule", config)
     try:
-        return make(optimizer, config, max_epochs, steps_per_epoch)
-    except ValueError as e:  # torch rejects e.g. a plateau factor >= 1
-        raise TunevisionError(f'space["schedule"]: {config["schedule"]}: {e}') from None
+        return SCHEDULES[config.schedule](optimizer, config, max_epochs, steps_per_epoch)
+    except ValueError as e:
+        raise TunevisionError(f'space["schedule"]: {config.schedule}: {e}') from None

@@ -5,13 +5,16 @@ import fnmatch
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from tunevision.errors import TunevisionError
+
+if TYPE_CHECKING:
+    from tunevision.space import TrialConfig
 
 OFFLINE_HINT = "weights: None for random init, a local .pth path, or the offline backbone efficientnet_lite0"
 
@@ -42,17 +45,18 @@ class BackboneSpec:
     """How to build one backbone, cut its classifier off, and preprocess its input.
 
     `build(config, channels)` returns the whole model (classifier included) with random init; the
-    weights are loaded into that whole model, then `trunk(model)` keeps the part before the
-    classifier, whose output is N x feature_dim or N x feature_dim x h x w (pooled by the network).
+    weights are loaded into that whole model (or `build_pretrained()` builds it with its weights, for
+    builders that load their own), then `trunk(model)` keeps the part before the classifier, whose output is N x feature_dim or N x feature_dim x h x w (pooled by the network).
     Mean, std and the default image size come from `weights.transforms()`, so the weights decide
     the preprocessing.
     """
 
-    build: Callable[[Mapping[str, Any], int], nn.Module]
+    build: Callable[[TrialConfig, int], nn.Module]
     trunk: Callable[[nn.Module], nn.Module]
     feature_dim: int | None  # None: the trunk's own `feature_dim` attribute (size depends on config)
     weights: Any = None  # torchvision Weights enum member, PackagedWeights, or None (no pretrained weights)
     load: Callable[[nn.Module, Mapping[str, torch.Tensor]], None] = _load_strict  # state dict -> whole model
+    build_pretrained: Callable[[], nn.Module] | None = None  # the whole model with `weights` loaded by its own builder
     default_image_size: int | None = None  # None: the weights' crop size
     in_channels: int | None = 3  # channels the first layer takes (1-channel data is repeated); None: the data's
     source: str = "torchvision"
@@ -164,30 +168,30 @@ def check_weights(backbone: str, weights: Any) -> None:
         raise TunevisionError(f'space["weights"]: file {str(weights)!r} not found ({expected})')
 
 
-def build_model(
-    name: str, weights: Any = "imagenet", config: Mapping[str, Any] | None = None, channels: int = 3
-) -> nn.Module:
+def build_model(name: str, weights: Any = "imagenet", config: TrialConfig | None = None, channels: int = 3) -> nn.Module:
     """Build backbone `name` whole (its classifier included) and load `weights` into it.
+
+    The spec builds itself with its own weights, so a backbone registered under another name (an alias,
+    or a family of the user's) loads them exactly like the original.
 
     Args:
         name: a registered backbone.
         weights: 'imagenet', None (random init) or a local .pth state dict of the whole model.
-        config: the trial config (only 'dense' and 'cnn' read it).
+        config: the trial config (only 'dense' and 'cnn' read it); None: the defaults.
         channels: input channels of the data (only 'dense' and 'cnn' use it).
 
     Returns:
         The model in eval mode, e.g. `build_model("efficientnet_lite0")` is a 1000-class ImageNet classifier.
     """
+    from tunevision.space import TrialConfig
+
     spec = get_backbone(name)
     check_weights(name, weights)
-    config = config or {}
+    config = config or TrialConfig.from_dict({"backbone": name})
     if weights is None or spec.weights is None:
         return spec.build(config, channels).eval()
-    if weights == "imagenet" and not isinstance(spec.weights, PackagedWeights):
-        from torchvision.models import get_model_builder
-
-        # torchvision's builder, not a bare load_state_dict: some families (densenet) remap old keys.
-        return get_model_builder(name)(weights=spec.weights, progress=True).eval()
+    if weights == "imagenet" and spec.build_pretrained is not None:
+        return spec.build_pretrained().eval()
     path = Path(spec.weights.path if weights == "imagenet" else weights).expanduser()
     model = spec.build(config, channels)
     try:
@@ -196,7 +200,6 @@ def build_model(
             raise ValueError(f"it holds a {type(state_dict).__name__}, not a state dict")
         spec.load(model, state_dict)
     except Exception as e:  # unpickling and loading errors of a user's file are user mistakes
-
         first = str(e).strip().splitlines()[0]
         raise TunevisionError(f'space["weights"]: {path} does not fit backbone {name}: {first}') from None
     return model.eval()
