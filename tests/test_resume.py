@@ -18,7 +18,9 @@ import tunevision
 search = tunevision.Search(
     name="resumable",
     data=tunevision.ImageFolder("{root}"),
-    space={{"backbone": "cnn", "image_size": 48, "batch_size": 8, "lr": tune.loguniform(1e-3, 1e-2)}},
+    # staged size and augmentation, as soda_bottles and retinopathy use: the checkpoint must hold them as plain data
+    space={{"backbone": "cnn", "image_size": tunevision.progressive({{0: 32, 2: 48}}), "batch_size": 8,
+           "augment": tunevision.progressive({{0: None, 2: {{"hflip": True}}}}), "lr": tune.loguniform(1e-3, 1e-2)}},
     trials=4, max_epochs=5, scheduler="fifo", max_concurrent=1, seed=3,
 )
 '''
@@ -169,3 +171,63 @@ def test_a_search_name_taken_by_another_search_file_is_refused_unless_resume_or_
         earlier_search(again, search, RunOptions(edited, resume=True), sha256(edited))
     renamed = search.replace(name="resumable-v2")
     assert earlier_search(SearchRun(mlflow_uri, renamed.name), renamed, RunOptions(edited), sha256(edited)) is None
+
+
+def _moved(what: str) -> str:
+    import ray
+
+    return (f"Ray {ray.__version__} moved a private name tunevision/resume.py reads: {what}. Update resume.py "
+            f"(repair_checkpoints, optuna_history) before widening the ray pin in pyproject.toml")
+
+
+@pytest.mark.slow
+def test_ray_private_state_that_resume_reads_is_where_resume_py_looks(tmp_path: Path, ray_session):
+    """A real tiny Tune run, built as tunevision builds it; its files hold every private name resume.py relies on."""
+    import json
+    import tempfile
+
+    import ray
+    import ray.cloudpickle as pickle
+    from packaging.requirements import Requirement
+    from ray import tune
+    from ray.tune import Callback, Checkpoint
+
+    from tunevision import Digits, Search
+    from tunevision.resume import optuna_history
+    from tunevision.tuner import _new_tuner
+
+    pin = next(Requirement(line.strip().strip('",')) for line in (Path(__file__).parents[1] / "pyproject.toml").read_text().splitlines()
+               if line.strip().startswith('"ray['))
+    assert pin.specifier and ray.__version__ in pin.specifier, f"Ray {ray.__version__} is not the tested {pin}"
+
+    def trainable(config):
+        for epoch in range(2):
+            with tempfile.TemporaryDirectory() as folder:
+                Path(folder, "weights").write_text(str(epoch))
+                tune.report({"val_accuracy": config["lr"] * epoch}, checkpoint=Checkpoint.from_directory(folder))
+
+    search = Search(name="pins", data=Digits(), space={"lr": tune.uniform(0.1, 1.0)}, trials=2,
+                               max_epochs=2, scheduler="fifo")
+    tune_path = tmp_path / "pins"
+    _new_tuner(search, tune.with_resources(trainable, {"cpu": 1}), Callback(), str(tune_path)).fit()
+
+    snapshots = sorted(tune_path.glob("experiment_state-*.json"))
+    assert snapshots, _moved(f"no experiment_state-*.json in the experiment folder ({sorted(p.name for p in tune_path.iterdir())})")
+    state = json.loads(snapshots[-1].read_text())
+    assert "trial_data" in state, _moved(f"experiment_state JSON has no 'trial_data' (keys: {sorted(state)})")
+    assert len(state["trial_data"]) == 2
+    for entry in state["trial_data"]:
+        assert isinstance(entry, list) and len(entry) == 2, _moved("trial_data entries are not [trial state, metadata] pairs")
+        trial, meta = json.loads(entry[0]), json.loads(entry[1])
+        assert "trial_id" in trial, _moved(f"a trial state has no 'trial_id' (keys: {sorted(trial)})")
+        manager = meta.get("checkpoint_manager")
+        assert isinstance(manager, dict) and manager.get("_type") == "CLOUDPICKLE_FALLBACK" and "value" in manager, \
+            _moved(f"trial metadata 'checkpoint_manager' is not a CLOUDPICKLE_FALLBACK hex value ({str(manager)[:120]})")
+        manager = pickle.loads(bytes.fromhex(manager["value"]))
+        for name in ("_checkpoint_results", "_latest_checkpoint_result"):
+            assert hasattr(manager, name), _moved(f"{type(manager).__name__} has no {name}")
+        named = [r.checkpoint.path for r in [*manager._checkpoint_results, manager._latest_checkpoint_result] if r]
+        assert named and all(Path(p).is_dir() for p in named), _moved("checkpoint results do not name checkpoint folders")
+
+    assert list(tune_path.glob("searcher-state-*.pkl")), _moved("no searcher-state-*.pkl in the experiment folder")
+    assert optuna_history(str(tune_path)) == 2, _moved("the searcher state holds no '_ot_study' with the 2 finished trials")

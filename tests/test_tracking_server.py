@@ -214,8 +214,13 @@ def test_search_against_a_postgres_backed_tracking_server_keeps_the_mlflow_contr
     assert "split" in Path(client.download_artifacts(parent.info.run_id, "manifest.csv", str(tmp_path))).read_text()
     assert {"test_accuracy", "test_fnr", "test_fpr"} <= set(parent.data.metrics)
 
+    # The model: a logged model named "model" whose source is the parent run, registered as version 1.
+    experiment_id = client.get_experiment_by_name("shared-contract").experiment_id
+    logged = client.search_logged_models([experiment_id], f"source_run_id = '{parent.info.run_id}'")
+    assert [m.name for m in logged] == ["model"]
+    assert [o.model_id for o in client.get_run(parent.info.run_id).outputs.model_outputs] == [logged[0].model_id]
     versions = client.search_model_versions("name='shared-contract'")
-    assert [v.version for v in versions] == ["1"] and versions[0].run_id == parent.info.run_id
+    assert [(str(v.version), v.run_id, v.source) for v in versions] == [("1", parent.info.run_id, f"models:/{logged[0].model_id}")]
 
     # What the client sent is on the server's disk and in PostgreSQL, not on the client's side.
     assert list(tracking_server.artifacts.rglob("confusion_matrix.json"))
@@ -226,12 +231,12 @@ def test_search_against_a_postgres_backed_tracking_server_keeps_the_mlflow_contr
                     ("shared-contract",))
         assert cur.fetchone()[0] == 3
 
-    image = sorted((shared_search.parent / "images" / "dog").glob("*.png"))[0]
-    assert main(["predict", "models:/shared-contract/1", str(image), "--tracking-uri", uri]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1
-    path, label, prob = lines[0].split("\t")
-    assert path == str(image) and label in {"cat", "dog"} and 0.5 <= float(prob) <= 1.0
+    # Predict, through the server, names the right class of images it never saw (fresh ones, same patterns).
+    images = sorted(write_pattern_images(tmp_path / "unseen", per_class=3, seed=7).glob("*/*.png"))
+    assert main(["predict", "models:/shared-contract/1", *map(str, images), "--tracking-uri", uri]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(path, label) for path, label, _ in lines] == [(str(image), image.parent.name) for image in images], lines
+    assert all(0.5 < float(prob) <= 1.0 for _, _, prob in lines)
 
 
 # --- 2. Two searches at once against the same server -----------------------------------------------------------------

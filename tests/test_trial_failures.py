@@ -88,8 +88,8 @@ def test_gpus_per_trial_beyond_an_in_process_ray_without_gpus_stops_before_any_t
 
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == (f"tunevision: error: {search_file}: --gpus-per-trial 1: the Ray cluster has 0 GPU(s) in all; "
-                   "lower --gpus-per-trial, or run on a cluster with --address")
+    assert err == (f"tunevision: error: {search_file}: --gpus-per-trial 1: no Ray node can hold a trial of 1 CPU + 1 GPU "
+                   "(nodes: 1 x 2 CPU 0 GPU); lower --gpus-per-trial, or run on a cluster with --address")
     assert MlflowClient(mlflow_uri).search_runs(
         [MlflowClient(mlflow_uri).get_experiment_by_name("fragile").experiment_id]) == []
 

@@ -116,3 +116,8 @@ def test_a_missing_data_folder_names_the_file_and_the_data_flag(tmp_path, monkey
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(path) in err and "--data PATH" in err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_plain_epoch_dict_in_a_space_asks_for_progressive():
+    with pytest.raises(TunevisionError, match=r'space\["image_size"\]: write staged values as tunevision.progressive'):
+        check_space(_search({"image_size": {0: 16, 2: 24}}))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -56,11 +57,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Run a search and print the chosen trial with its test figures."""
     from tunevision.online import check_tracking_uri
 
+    if args.resource_wait < 0:
+        raise TunevisionError(f"--resource-wait {args.resource_wait:g}: expected seconds >= 0 (0 = stop at once)")
     check_tracking_uri(args.tracking_uri)  # first: before torch and Ray take their seconds to load
     from tunevision.tuner import RunOptions, run
 
     search = _load(args)
-    outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage, args.resume, args.cpu_fallback))
+    outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage, args.resume, args.cpu_fallback,
+                                     args.resource_wait))
     winner = outcome.winner
     print(f"best trial {outcome.best_trial_id}: "
           + ", ".join(f"{m} = {winner.figures[m]:.4f}" for m in search.metrics) + f" (validation; choose: {search.rule})")
@@ -117,6 +121,9 @@ def parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="run a search file on Ray Tune, recording every trial in MLflow")
     _add_search_flags(search)
     search.add_argument("--address", help="an existing Ray cluster ('auto', or head-ip:6379); default: Ray started in-process")
+    search.add_argument("--resource-wait", type=float, default=600.0, metavar="SECONDS",
+                        help="with --address: how long to wait for a node that can hold a trial's CPUs and GPUs "
+                             "(an autoscaler adding one) before stopping; 0 = stop at once (default 600)")
     search.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own, sqlite:///mlflow.db in the working folder)")
     search.add_argument("--storage", help="Ray Tune storage path for checkpoints: a shared folder or a cloud URI on a cluster (default ~/ray_results)")
     search.add_argument("--resume", action="store_true",
@@ -140,9 +147,18 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _keep_ray_on_loopback(args: argparse.Namespace) -> None:
+    """Make a Ray this process starts listen on 127.0.0.1 only, before anything imports ray."""
+    if args.command in ("search", "check") and not getattr(args, "address", None) and not os.environ.get("RAY_ADDRESS"):
+        # Ray reads this once, when first imported, and search files import it at their top (`from ray import tune`):
+        # set any later, the in-process Ray's GCS, raylet and workers listen on every interface.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tunevision` console script."""
     args = parser().parse_args(argv)
+    _keep_ray_on_loopback(args)
     try:
         return args.func(args)
     except TunevisionError as e:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +31,7 @@ class RunOptions:
     storage: str | None = None  # Ray Tune storage path; None = ~/ray_results
     resume: bool = False  # continue the newest unfinished search of this name
     cpu_fallback: bool = False  # a trial given a GPU on a node without CUDA trains on the CPU instead of failing
+    resource_wait: float = 600.0  # with address: seconds to wait for a node that can hold a trial, then stop
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ def _searcher(search: Search) -> Any:
         return OptunaSearch(metric=list(search.metrics) if two else search.metrics[0],
                             mode=list(search.modes) if two else search.modes[0],
                             sampler=optuna.samplers.TPESampler(seed=search.seed))
-    return BasicVariantGenerator(random_state=search.seed)
+    # Ray ignores TuneConfig.max_concurrent_trials for a variant generator: it takes its own limit.
+    return BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent or 0)
 
 
 def _scheduler(search: Search) -> Any:
@@ -82,18 +85,51 @@ def _scheduler(search: Search) -> Any:
     return FIFOScheduler()
 
 
-def _check_resources(search: Search, address: str | None, log: Callable[[str], None]) -> None:
-    """Stop before any trial when the cluster cannot hold one (a search would wait forever)."""
+def _check_resources(search: Search, address: str | None, log: Callable[[str], None], wait: float = 0.0) -> None:
+    """Stop before any trial when no node can hold one; on a cluster (`address`), once `wait` seconds pass without one.
+
+    A trial's CPUs and GPUs are one bundle on one node, so two nodes of 2 CPUs cannot hold a trial of 4.
+    While it waits, the request goes to Ray's autoscaler (`request_resources`), which may add such a node.
+    """
     import ray
 
-    have = ray.cluster_resources()
-    for name, need, flag in (("CPU", search.cpus_per_trial, "--cpus-per-trial"), ("GPU", search.gpus_per_trial, "--gpus-per-trial")):
-        if need and have.get(name, 0) < need:
-            message = f"{flag} {need:g}: the Ray cluster has {have.get(name, 0):g} {name}(s) in all"
-            if address:  # an autoscaling cluster may still add the nodes
-                log(f"warning: {message}; trials wait until such nodes join")
-            else:
-                raise TunevisionError(f"{message}; lower {flag}, or run on a cluster with --address")
+    need = {"CPU": search.cpus_per_trial, "GPU": search.gpus_per_trial}
+    flags = {"CPU": "--cpus-per-trial", "GPU": "--gpus-per-trial"}
+
+    def nodes() -> list[dict[str, float]]:
+        return [n["Resources"] for n in ray.nodes() if n["Alive"]]
+
+    def holds(node: dict[str, float], *names: str) -> bool:
+        return all(node.get(name, 0) >= need[name] for name in names or need)
+
+    if any(holds(node) for node in nodes()):
+        return
+    wait = wait if address else 0.0
+    if wait > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        log(f"no Ray node can hold a trial of {need['CPU']:g} CPU + {need['GPU']:g} GPU yet: "
+            f"waiting up to {wait:g} s (--resource-wait) for one to join")
+        request_resources(bundles=[{k: v for k, v in need.items() if v}])
+        try:
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if any(holds(node) for node in nodes()):
+                    return
+                time.sleep(1.0)
+        finally:
+            request_resources(bundles=[])  # withdrawn: Tune's pending trials ask for themselves
+    have = nodes()
+    short = [name for name in need if need[name] and not any(holds(node, name) for node in have)] or list(need)
+    shapes = Counter(f"{node.get('CPU', 0):g} CPU {node.get('GPU', 0):g} GPU" for node in have)
+    message = (" ".join(f"{flags[name]} {need[name]:g}" for name in short)
+               + f": no Ray node can hold a trial of {need['CPU']:g} CPU + {need['GPU']:g} GPU"
+               + (f" after --resource-wait {wait:g} s" if address else "")
+               + f" (nodes: {', '.join(f'{n} x {shape}' for shape, n in shapes.items()) or 'none'}); lower "
+               + "/".join(flags[name] for name in short))
+    if address:
+        raise TunevisionError(f"{message}, add such a node, or wait longer with --resource-wait")
+    raise TunevisionError(f"{message}, or run on a cluster with --address")
 
 
 def _start_ray(address: str | None) -> None:
@@ -110,8 +146,8 @@ def _start_ray(address: str | None) -> None:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise TunevisionError(f"--address {address}: cannot connect to a Ray cluster ({str(e).splitlines()[0][:200]})") from None
         return
-    # A Ray started by this process serves only this machine: keep it on loopback.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Serving only this machine, it listens on loopback when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before ray
+    # was first imported (cli.main does; too late here).
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
@@ -153,7 +189,7 @@ def open_search(search: Search, options: RunOptions, log: Callable[[str], None] 
         data = prepare(search.data, search.seed, manifest=pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False))
     log(data.report())
     _start_ray(options.address)
-    _check_resources(search, options.address, log)
+    _check_resources(search, options.address, log, options.resource_wait)
     if previous is not None:
         search_run.reopen(previous.info.run_id)
         tune_path = previous.data.tags[TUNE_PATH]

@@ -61,6 +61,9 @@ def check_space(search: Search) -> None:
     from tunevision.models import check_weights, get_backbone
     from tunevision.models.network import layer_count
 
+    for name, value in search.space.items():  # Ray's searchers flatten nested dicts and break on int keys
+        if isinstance(value, Mapping) and any(isinstance(k, int) for k in value):
+            raise TunevisionError(f'space["{name}"]: write staged values as tunevision.progressive({dict(value)!r})')
     for config in candidate_configs(search.space):
         TrialConfig.from_dict(config)
     for backbone in search.candidates("backbone"):

@@ -77,6 +77,8 @@ class BackboneSpec:
         """Default square input side: the weights' crop size unless the entry fixes it."""
         if self.default_image_size is not None:
             return self.default_image_size
+        if self.weights is None:  # nothing to follow: ImageNet's usual side
+            return 224
         return int(self.weights.transforms().crop_size[0])
 
 
