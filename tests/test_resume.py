@@ -1,15 +1,18 @@
 """A driver killed with SIGKILL mid-search: `--resume` continues the same search, nothing lost or repeated."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from fakes import write_pattern_images
 from mlflow import MlflowClient
 
 SEARCH = '''
@@ -26,8 +29,8 @@ search = tunevision.Search(
 '''
 
 
-def tunevision(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", TUNEVISION_OFFLINE="1")
+def tunevision(*args: str, cwd: Path, env_extra: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", TUNEVISION_OFFLINE="1", **(env_extra or {}))
     env.pop("RAY_ADDRESS", None)
     command = [str(Path(sys.executable).with_name("tunevision")), *args]
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -171,6 +174,189 @@ def test_a_search_name_taken_by_another_search_file_is_refused_unless_resume_or_
         earlier_search(again, search, RunOptions(edited, resume=True), sha256(edited))
     renamed = search.replace(name="resumable-v2")
     assert earlier_search(SearchRun(mlflow_uri, renamed.name), renamed, RunOptions(edited), sha256(edited)) is None
+
+
+KILLABLE = '''
+import os
+import signal
+
+from ray import tune
+import tunevision
+
+# A test's first driver SIGKILLs its own process group (itself and its in-process Ray) right after the
+# TrialRecorder callback named in KILL_DRIVER_AT ("on_trial_start:2" = after the 2nd trial's run is created).
+if os.environ.get("KILL_DRIVER_AT"):
+    from tunevision.tracking import TrialRecorder
+
+    hook, count = os.environ["KILL_DRIVER_AT"].split(":")
+    original, calls = getattr(TrialRecorder, hook), []
+
+    def killing(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        calls.append(hook)
+        if len(calls) == int(count):
+            os.killpg(0, signal.SIGKILL)
+
+    setattr(TrialRecorder, hook, killing)
+
+search = tunevision.Search(
+    name="killed",
+    data=tunevision.ImageFolder("{root}"),
+    space={{"backbone": "cnn", "cnn": {{"channels": [8]}}, "image_size": 16, "batch_size": 16,
+            "lr": tune.loguniform(1e-3, 1e-2)}},
+    trials=3, max_epochs=2, scheduler="fifo", max_concurrent=1, seed=5,
+)
+'''
+
+
+def snapshot_trial_ids(tune_path: Path) -> set[str]:
+    """The trial ids of Ray's newest experiment snapshot."""
+    newest = sorted(tune_path.glob("experiment_state-*.json"))[-1]
+    return {json.loads(state)["trial_id"] for state, _ in json.loads(newest.read_text())["trial_data"]}
+
+
+# Where each driver in turn is killed: as the second trial starts (its run just created, a trial Ray has not
+# snapshotted yet), right after the next driver logs its first epoch, and as the third driver closes a run FINISHED.
+KILLS = ["on_trial_start:2", "on_trial_result:1", "on_trial_complete:1"]
+
+
+@pytest.mark.slow
+def test_resume_after_kills_anywhere_leaves_one_run_per_ray_trial_and_none_running(
+    tmp_path: Path, pattern_folder: Path, mlflow_uri: str, ray_session, cache_dir, capsys
+):
+    from tunevision.cli import main
+    from tunevision.tracking import LOST, NOT_RESUMED
+
+    search_file = tmp_path / "killed.py"
+    search_file.write_text(KILLABLE.format(root=pattern_folder))
+    client = MlflowClient(mlflow_uri)
+    lost, statuses = set(), {}
+    for turn, kill_at in enumerate(KILLS):
+        # Ray snapshots the experiment when a trial saves a checkpoint and every 10 s or more: an hour here, so
+        # that a trial started since the last checkpoint is never in the snapshot (a slow start does the same).
+        driver = tunevision("search", str(search_file), "--tracking-uri", mlflow_uri, "--storage", str(tmp_path / "ray"),
+                            *(["--resume"] if turn else []), cwd=tmp_path,
+                            env_extra={"KILL_DRIVER_AT": kill_at, "TUNE_GLOBAL_CHECKPOINT_S": "3600"})
+        out, err = driver.communicate(timeout=300)
+        assert driver.returncode == -signal.SIGKILL, (kill_at, err[-3000:])
+        experiment = client.get_experiment_by_name("killed").experiment_id
+        parent = client.search_runs([experiment], "tags.`tunevision.role` = 'search'")[0]
+        known = snapshot_trial_ids(Path(parent.data.tags["tunevision.tune_path"]))
+        runs = client.search_runs([experiment], "tags.`tunevision.role` = 'trial'")
+        new_lost = {r.info.run_id for r in runs if r.data.tags["tunevision.trial_id"] not in known} - lost
+        if turn == 0:
+            assert len(new_lost) == 1  # the run of the trial that had just started
+        lost |= new_lost
+        statuses |= {r.info.run_id: r.info.status for r in runs if r.info.run_id in new_lost}
+
+    assert main(["search", str(search_file), "--resume", "--tracking-uri", mlflow_uri]) == 0
+    assert f"resuming search run {parent.info.run_id}" in capsys.readouterr().out
+
+    runs = client.search_runs([experiment], "tags.`tunevision.role` = 'trial'")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    kept = [r for r in runs if NOT_RESUMED not in r.data.tags]
+    assert len(kept) == 3 and len({r.data.tags["tunevision.trial_id"] for r in kept}) == 3  # one run per trial Ray ran
+    for run in kept:
+        assert run.info.status == "FINISHED" and steps(client, run.info.run_id) == [1, 2]  # no gap, no epoch twice
+    closed = {r.info.run_id: r for r in runs if NOT_RESUMED in r.data.tags}
+    assert set(closed) == lost  # every run of a trial that no snapshot held is closed, with its reason
+    for run in closed.values():
+        assert run.data.tags[NOT_RESUMED] == LOST
+        if statuses[run.info.run_id] == "RUNNING":
+            assert run.info.status == "KILLED" and run.data.tags["tunevision.error"] == LOST
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["tunevision.resumes"] == str(len(KILLS))
+    assert parent.data.metrics["trials_finished"] == 3
+
+
+def started_search(search_file: Path, uri: str, tune_path: Path, **changes) -> str:
+    """Record a search run as `tunevision search` starts one (still RUNNING); return its id."""
+    from tunevision.resume import DRIVER, SEARCH_FILE_SHA, SETTINGS, TUNE_PATH, driver_tag, settings, sha256
+    from tunevision.search import load_search_file
+    from tunevision.tracking import SearchRun
+
+    search = load_search_file(search_file).replace(**changes)
+    run = SearchRun(uri, search.name)
+    run.start(search_file, {SEARCH_FILE_SHA: sha256(search_file), "tunevision.search_file": str(search_file),
+                            "tunevision.data": search.data.describe(), DRIVER: driver_tag()})
+    run.set_tags({TUNE_PATH: str(tune_path)})
+    run.log_text(json.dumps(settings(search)), SETTINGS)
+    return run.run_id
+
+
+def test_resume_is_refused_while_the_earlier_driver_still_runs_and_allowed_once_it_died(
+    tmp_path: Path, search_file: Path, mlflow_uri: str, capsys
+):
+    from tunevision.cli import main
+    from tunevision.resume import LOCK_FILE, DriverLock
+
+    tune_path = tmp_path / "ray" / "resumable-1"
+    run_id = started_search(search_file, mlflow_uri, tune_path)
+    holder = subprocess.Popen(  # the earlier driver: another process holding the search's lock
+        [sys.executable, "-c", f"from tunevision.resume import DriverLock; lock = DriverLock.claim({str(tune_path)!r}, 'x'); "
+                               "print('held', flush=True); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main(["search", str(search_file), "--resume", "--tracking-uri", mlflow_uri]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert re.fullmatch(
+            rf"tunevision: error: {re.escape(str(search_file))}: --resume: search run {run_id} is still running \(host {re.escape(socket.gethostname())}, "
+            rf"pid {holder.pid}, started [\d: -]+, holding {re.escape(str(tune_path / LOCK_FILE))}\): "
+            r"stop that driver or let it finish before resuming", last), last
+    finally:
+        holder.kill()
+        holder.wait()
+    DriverLock.claim(str(tune_path), run_id).release()  # the kernel dropped the dead driver's lock
+
+
+def test_resume_with_other_data_or_set_is_refused_naming_what_differs(
+    tmp_path: Path, search_file: Path, pattern_folder: Path, mlflow_uri: str, capsys
+):
+    from tunevision.cli import main
+
+    run_id = started_search(search_file, mlflow_uri, tmp_path / "ray" / "resumable-1")
+    other = write_pattern_images(tmp_path / "other", per_class=3)
+
+    assert main(["search", str(search_file), "--resume", "--tracking-uri", mlflow_uri, "--data", str(other),
+                 "--set", "image_size=32", "--max-epochs", "2"]) == 2
+
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tunevision: error: {search_file}: --resume: search run {run_id} ran with other settings: "
+        f"data ImageFolder('{pattern_folder}', split=(0.8, 0.1, 0.1), channels=3) -> "
+        f"ImageFolder('{other}', split=(0.8, 0.1, 0.1), channels=3) (--data); max_epochs 5 -> 2 (--max-epochs); "
+        """space['image_size'] {"type": "Progressive", "stages": [[0, 32], [2, 48]]} -> 32 (--set); """
+        "resume with the flags it ran with, or start a new search with --name NEW_NAME"
+    )
+    assert MlflowClient(mlflow_uri).get_run(run_id).data.tags.get("tunevision.resumes") is None  # nothing touched
+
+
+def test_runs_of_trials_a_restored_experiment_does_not_know_are_closed_with_their_reason(mlflow_uri: str):
+    import pickle
+    from types import SimpleNamespace
+
+    from tunevision.tracking import LOST, NOT_RESUMED, SearchRun, TrialRecorder
+
+    search_run = SearchRun(mlflow_uri, "lost")
+    search_run.start(Path(__file__), {})
+    recorder = TrialRecorder(search_run, ["a", "b"], "val_accuracy", "max")
+    trials = {i: SimpleNamespace(trial_id=i, config={"lr": 0.1}) for i in ("t1", "t2", "t3", "t4")}
+    runs = {i: recorder.run_id(trial) for i, trial in trials.items()}
+    client = search_run.client
+    client.set_terminated(runs["t1"], "FINISHED")
+    client.set_terminated(runs["t4"], "FINISHED")  # finished, but the driver died before Ray snapshotted it
+
+    restored = pickle.loads(pickle.dumps(recorder))  # as Ray restores the callback with the experiment
+    restored.on_step_begin(0, [trials["t1"], trials["t2"]])  # the trials Ray's snapshot held
+    restored.on_step_begin(1, [trials["t1"], trials["t2"]])  # once per driver: the runs are not searched again
+
+    status = {i: client.get_run(r) for i, r in runs.items()}
+    assert [status[i].info.status for i in ("t1", "t2", "t3", "t4")] == ["FINISHED", "RUNNING", "KILLED", "FINISHED"]
+    assert status["t3"].data.tags["tunevision.error"] == LOST and status["t3"].data.tags[NOT_RESUMED] == LOST
+    assert status["t4"].data.tags[NOT_RESUMED] == LOST and "tunevision.error" not in status["t4"].data.tags
+    assert NOT_RESUMED not in status["t2"].data.tags
+    assert restored.run_id(trials["t2"]) == runs["t2"]  # a trial Ray restores keeps its run
+    assert restored.run_id(trials["t3"]) != runs["t3"]  # an id Ray hands out again gets a new run, never the lost one
 
 
 def _moved(what: str) -> str:

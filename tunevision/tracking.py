@@ -20,6 +20,8 @@ from tunevision.metrics import confusion_matrix
 ROLE = "tunevision.role"
 TRIAL_ID = "tunevision.trial_id"
 PARENT = "mlflow.parentRunId"
+NOT_RESUMED = "tunevision.not_resumed"
+LOST = "the driver died before Ray recorded this trial; not resumed (Ray ran the search on without it)"
 # Keys of a Tune result that are our figures; everything else Ray adds (time_this_iter_s...) is skipped.
 FIGURE_PREFIXES = ("train_", "val_", "trainable_params", "total_params")
 
@@ -50,10 +52,10 @@ def _log_confusion(client: MlflowClient, run_id: str, figures: Mapping[str, floa
 
 
 def _trial_run(client: MlflowClient, experiment_id: str, parent_id: str, trial_id: str) -> str | None:
-    """The child run of `trial_id` under the search run `parent_id`, if there is one."""
+    """The child run of `trial_id` under the search run `parent_id`, if there is one (a run closed as lost is not)."""
     found = client.search_runs([experiment_id], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
-                               max_results=1)
-    return found[0].info.run_id if found else None
+                               max_results=10)
+    return next((run.info.run_id for run in found if NOT_RESUMED not in run.data.tags), None)
 
 
 def _last_step(client: MlflowClient, run_id: str, metric: str) -> int:
@@ -180,15 +182,18 @@ class TrialRecorder(Callback):
         self.best: dict[str, dict[str, float]] = {}
         self.last_step: dict[str, int] = {}
         self.placements: dict[str, list[dict[str, Any]]] = {}
+        self._lost_closed = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("client")
+        state.pop("_lost_closed", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.client = MlflowClient(self.tracking_uri)
+        self._lost_closed = False
 
     def get_state(self) -> dict[str, Any]:
         """What Ray stores with each experiment snapshot, for a restored search."""
@@ -198,6 +203,37 @@ class TrialRecorder(Callback):
         """Take back what `get_state` stored."""
         for key in ("runs", "best", "last_step", "placements"):
             getattr(self, key).update(state.get(key, {}))
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._lost_closed:  # the first step of a (restored) experiment: `trials` is what Ray's snapshot held
+            self._lost_closed = True
+            self.close_lost_runs({trial.trial_id for trial in trials})
+
+    def close_lost_runs(self, known: set[str]) -> list[str]:
+        """Close the trial runs of trials Ray does not know (`known`: the trial ids it restored); return their ids.
+
+        A driver killed between creating a trial's run and Ray's next snapshot leaves a run whose trial Ray
+        never restores: it would stay RUNNING forever. Like Optuna's `fail_stale_trials`, it is closed, not
+        deleted: KILLED, with the reason in `tunevision.error` and `tunevision.not_resumed` (on any status).
+        """
+        closed, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], f"tags.`{PARENT}` = '{self.parent_id}'",
+                                           max_results=1000, page_token=token)
+            for run in page:
+                tags = run.data.tags
+                if tags.get(ROLE) != "trial" or tags.get(TRIAL_ID) in known or NOT_RESUMED in tags:
+                    continue
+                running = run.info.status in ("RUNNING", "SCHEDULED")
+                self.client.log_batch(run.info.run_id, tags=[RunTag(NOT_RESUMED, LOST)]
+                                      + ([RunTag("tunevision.error", LOST)] if running else []))
+                if running:
+                    self.client.set_terminated(run.info.run_id, "KILLED")
+                self.runs.pop(tags.get(TRIAL_ID, ""), None)
+                closed.append(run.info.run_id)
+            token = page.token
+            if not token:
+                return closed
 
     def run_id(self, trial: Any) -> str:
         """Return the trial's child run, creating it once; a restored trial finds its existing run."""

@@ -1,6 +1,7 @@
 """Run a whole search: validate, start Ray, tune with Optuna + ASHA, test the chosen model once, record it."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -10,11 +11,18 @@ from typing import Any, Callable
 
 from tunevision.errors import TunevisionError
 from tunevision.resume import (
+    DRIVER,
     SEARCH_FILE_SHA,
+    SETTINGS,
     TUNE_PATH,
+    DriverLock,
+    check_settings,
+    driver_tag,
     earlier_search,
     optuna_history,
+    recorded_settings,
     repair_checkpoints,
+    settings,
     sha256,
     storage_join,
 )
@@ -161,6 +169,7 @@ class OpenSearch:
     data: Any  # data.PreparedData
     tune_path: str
     resumes: int = 0  # how many times this search run was resumed, this time included (0: a new search)
+    lock: Any = None  # resume.DriverLock held while this driver runs the search
 
 
 def open_search(search: Search, options: RunOptions, log: Callable[[str], None] = print) -> OpenSearch:
@@ -184,7 +193,11 @@ def open_search(search: Search, options: RunOptions, log: Callable[[str], None] 
     search_run = SearchRun(options.tracking_uri, search.name)
     sha = sha256(options.search_file)
     previous = earlier_search(search_run, search, options, sha)
-    if previous is not None:  # the same split as before, or a clear error if the data changed under it
+    lock = None
+    if previous is not None:  # refused while its driver runs or with other flags; else the same split as before
+        check_settings(recorded_settings(search_run, previous.info.run_id), search, previous.data.tags.get("tunevision.data"),
+                       previous.info.run_id)
+        lock = DriverLock.claim(previous.data.tags[TUNE_PATH], previous.info.run_id, previous.data.tags.get(DRIVER), log)
         text = search_run.read_text("manifest.csv", previous.info.run_id)
         data = prepare(search.data, search.seed, manifest=pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False))
     log(data.report())
@@ -194,16 +207,19 @@ def open_search(search: Search, options: RunOptions, log: Callable[[str], None] 
         search_run.reopen(previous.info.run_id)
         tune_path = previous.data.tags[TUNE_PATH]
         resumes = int(previous.data.tags.get("tunevision.resumes", "0")) + 1
-        search_run.set_tags({"tunevision.resumes": str(resumes)})
+        search_run.set_tags({"tunevision.resumes": str(resumes), DRIVER: driver_tag()})
         log(f"resuming search run {search_run.run_id} from {tune_path}")
-        return OpenSearch(search, options, search_run, data, tune_path, resumes)
+        return OpenSearch(search, options, search_run, data, tune_path, resumes, lock)
     search_run.start(options.search_file, {"tunevision.search_file": str(options.search_file),
-                                           "tunevision.data": search.data.describe(), SEARCH_FILE_SHA: sha})
+                                           "tunevision.data": search.data.describe(), SEARCH_FILE_SHA: sha,
+                                           DRIVER: driver_tag()})
     tune_path = storage_join(options.storage or os.path.expanduser("~/ray_results"), f"{search.name}-{search_run.run_id[:8]}")
+    lock = DriverLock.claim(tune_path, search_run.run_id)
     search_run.set_tags({TUNE_PATH: tune_path})
+    search_run.log_text(json.dumps(settings(search), indent=1), SETTINGS)
     search_run.log_text(data.report(), "data_report.txt")
     search_run.log_text(data.manifest_csv(), "manifest.csv")
-    return OpenSearch(search, options, search_run, data, tune_path)
+    return OpenSearch(search, options, search_run, data, tune_path, lock=lock)
 
 
 def tune(opened: OpenSearch, log: Callable[[str], None] = print) -> Any:
@@ -262,6 +278,8 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
         return outcome
     finally:
         opened.search_run.finish(status)
+        if opened.lock is not None:
+            opened.lock.release()
 
 
 def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str) -> Any:

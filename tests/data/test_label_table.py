@@ -66,3 +66,47 @@ def test_with_root_replaces_images_for_a_folder_and_table_for_a_file(retina):
     source = LabelTable(str(retina / "trainLabels.csv"), images="old")
     assert source.with_root(str(retina / "train")).images == str(retina / "train")
     assert source.with_root("other.csv").table == str(Path.cwd() / "other.csv")  # relative: the driver's folder
+
+
+@pytest.fixture
+def escaping(tmp_path):
+    """images/ with six inside files (one listed by absolute path) and rows that lead outside: '../', absolute, symlinks."""
+    images, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
+    images.mkdir()
+    elsewhere.mkdir()
+    for i in range(6):
+        noise(seed=i).save(images / f"in{i}.png")
+    noise(seed=5).save(tmp_path / "secret.png")
+    noise(seed=6).save(elsewhere / "far.png")
+    (images / "link.png").symlink_to(tmp_path / "secret.png")
+    (images / "linked_dir").symlink_to(elsewhere, target_is_directory=True)
+    rows = [(f"in{i}.png", "ab"[i % 2]) for i in range(5)] + [(str(images / "in5.png"), "b"), ("../secret.png", "a"), (str(tmp_path / "secret.png"), "b"),
+            ("link.png", "a"), ("linked_dir/far.png", "b"), ("sub/../../elsewhere/far.png", "a")]
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(tmp_path / "table.csv", index=False)
+    return tmp_path
+
+
+def test_rows_that_resolve_outside_the_image_folder_are_refused_and_reported(escaping):
+    images = escaping / "images"
+    source = LabelTable(str(escaping / "table.csv"), images=str(images))
+    samples, problems = source.samples()
+
+    assert [s.key for s in samples] == [f"in{i}.png" for i in range(6)]  # in5.png was absolute, inside: kept, relative
+    reasons = {p.key: p.reason for p in problems}
+    refused = "; refused (LabelTable(allow_outside=True) accepts it)"
+    assert reasons == {
+        "../secret.png": f"'..' leads outside {images}{refused}",
+        str(escaping / "secret.png"): f"absolute path outside {images}{refused}",
+        "link.png": f"a symlink out of {images} (to {escaping / 'secret.png'}){refused}",
+        "linked_dir/far.png": f"a symlink out of {images} (to {escaping / 'elsewhere' / 'far.png'}){refused}",
+        "../elsewhere/far.png": f"'..' leads outside {images}{refused}",  # from sub/../../elsewhere/far.png
+    }
+    report = prepare(source, seed=0).report()
+    assert f"  link.png: a symlink out of {images}" in report and f"  ../secret.png: '..' leads outside {images}" in report
+
+
+def test_allow_outside_accepts_rows_outside_the_image_folder(escaping):
+    source = LabelTable(str(escaping / "table.csv"), images=str(escaping / "images"), allow_outside=True)
+    samples, problems = source.samples()
+    assert len(samples) == 11 and problems == []
+    assert source.describe().endswith(", allow_outside=True)")

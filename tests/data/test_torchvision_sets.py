@@ -36,6 +36,18 @@ def test_set_under_root_is_used_with_official_test_split(tmp_path):
     assert sum(counts["test"].values()) == 30 and all(n == 1 for n in counts["val"].values())
 
 
+def test_samples_are_keyed_on_the_file_that_holds_them_so_a_replaced_set_is_a_new_cache(tmp_path):
+    write_fake_fashion_mnist(tmp_path)
+    source = TorchvisionSet("FashionMNIST", root=str(tmp_path))
+    raw = tmp_path / "FashionMNIST" / "raw"
+    assert source.path("FashionMNIST/train/4") == str(raw / "train-images-idx3-ubyte")
+    assert source.path("FashionMNIST/test/4") == str(raw / "t10k-images-idx3-ubyte")
+    assert TorchvisionSet("CIFAR10", root="/d").path("CIFAR10/train/23456") == "/d/cifar-10-batches-py/data_batch_3"
+    before = prepare(source, seed=0).fingerprint()
+    _idx(raw / "t10k-images-idx3-ubyte", np.zeros((30, 28, 28)), 0x803)  # the test images replaced
+    assert prepare(TorchvisionSet("FashionMNIST", root=str(tmp_path)), seed=0).fingerprint() != before
+
+
 def test_missing_set_without_network_names_the_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision_sets, "reachable", lambda host, timeout: False)
     started = time.monotonic()

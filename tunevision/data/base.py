@@ -33,7 +33,8 @@ class DataSource(abc.ABC):
 
     The driver calls `samples()` once, before any trial, then opens every sample with `open()`
     to validate it; trials open samples again only to fill the decode-once cache. A source must
-    be picklable: it travels to every trial.
+    be picklable: it travels to every trial. A source read from files also says which file holds
+    each sample (`path()`), so that a file replaced in place is never served from a cache.
 
     A complete custom source::
 
@@ -60,6 +61,15 @@ class DataSource(abc.ABC):
     @abc.abstractmethod
     def open(self, key: str) -> Image.Image:
         """Open one sample's image; raise on a damaged file (the validator records the reason)."""
+
+    def path(self, key: str) -> str | None:
+        """The file that holds sample `key`, or None for samples held in memory.
+
+        Caches key on this file's size and modification time (validation verdicts, the decode
+        cache), so a file replaced in place is decoded again; return None only for data that
+        cannot change under the same description.
+        """
+        return None
 
     def with_root(self, root: str) -> DataSource:
         """Return a copy reading from `root` (the CLI's --data); sources without a path refuse."""

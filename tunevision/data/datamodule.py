@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from tunevision.data.augment import transform
 from tunevision.data.balance import BalancedSampler
-from tunevision.data.cache import cache_path, cached_images
+from tunevision.data.cache import cached_images
 from tunevision.data.prepared import PreparedData
 from tunevision.space import Progressive, TrialConfig, stages, value_at
 
@@ -21,13 +21,14 @@ class CachedImages(Dataset):
 
     def __init__(self, path: str, rows: list[int], labels: torch.Tensor, augment: Callable | None = None) -> None:
         self.path, self.rows, self.labels, self.augment = path, rows, labels, augment
-        self._images: np.ndarray | None = None
+        # Mapped now: a mapped file stays readable even if the cache folder's eviction removes its name later.
+        self._images: np.ndarray | None = np.load(path, mmap_mode="r")
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._images is None:  # mapped lazily so that each DataLoader worker maps the file itself
+        if self._images is None:  # a DataLoader worker given a pickled copy maps the file itself
             self._images = np.load(self.path, mmap_mode="r")
         # contiguous: batches with channels-last strides made CPU convolutions several times slower
         image = torch.from_numpy(np.array(self._images[self.rows[i]])).permute(2, 0, 1).contiguous()
@@ -96,10 +97,8 @@ class ImageDataModule(pl.LightningDataModule):
         cached_images(self.data, value_at(self.image_size, 0), self.cache_dir)
 
     def _dataset(self, split: str, augment: Callable | None = None) -> CachedImages:
-        size = self.image_size_now()
-        cached_images(self.data, size, self.cache_dir)
-        path = str(cache_path(self.data, size, self.cache_dir))
-        return CachedImages(path, self.data.rows(split), self.data.labels(split), augment)
+        images = cached_images(self.data, self.image_size_now(), self.cache_dir)
+        return CachedImages(images.filename, self.data.rows(split), self.data.labels(split), augment)
 
     def _loader(self, dataset: CachedImages, sampler: BalancedSampler | None = None) -> DataLoader:
         return DataLoader(

@@ -66,7 +66,11 @@ class ImageFolder(DataSource):
 
     def open(self, key: str) -> Image.Image:
         """Open `root/key` lazily (Pillow sniffs the format; the extension is not trusted)."""
-        return open_file(os.path.join(self.root, key))
+        return open_file(self.path(key))
+
+    def path(self, key: str) -> str:
+        """The file `root/key`."""
+        return os.path.join(self.root, key)
 
     def with_root(self, root: str) -> ImageFolder:
         """Return a copy reading from `root`."""

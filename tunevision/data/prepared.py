@@ -10,6 +10,7 @@ import torch
 from tunevision.data.base import SPLITS, DataSource, Problem, Sample
 from tunevision.data.split import assign_splits
 from tunevision.data.validate import validate
+from tunevision.data.verdicts import DECODER, Stamp, stamp
 from tunevision.errors import TunevisionError
 
 COLUMNS = ["key", "label", "split"]
@@ -67,9 +68,17 @@ class PreparedData:
         return weights * (len(weights) / weights.sum())
 
     def fingerprint(self) -> str:
-        """A hash of the source description and the manifest: part of the decode-once cache key."""
+        """The decode-once cache key: a hash of the source, the manifest, the decoder and every sample file's
+        size and modification time on this node (a file replaced, added or removed gives a new key)."""
         digest = hashlib.sha256(self.source.describe().encode())
         digest.update(self.manifest_csv().encode())
+        digest.update(DECODER.encode())
+        stamps: dict[str, Stamp | None] = {}  # a file holding many samples (torchvision sets) is stat'ed once
+        for key in self.manifest["key"]:
+            path = self.source.path(key)
+            if path is not None and path not in stamps:
+                stamps[path] = stamp(path)
+            digest.update(f"{key}\t{stamps[path] if path is not None else ''}\n".encode())
         return digest.hexdigest()[:16]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -25,19 +25,23 @@ class SetSpec:
     channels: int
     expected: str  # relative to root, as torchvision lays it out
     host: str
+    file: Callable[[str, int], str]  # (part, index) -> the file under root holding that image
 
 
 def _mnist(name: str, host: str) -> SetSpec:
     files = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
-    return SetSpec(name, 1, f"{name}/raw/{{{files}}} (the .gz downloads, unpacked)", host)
+    return SetSpec(name, 1, f"{name}/raw/{{{files}}} (the .gz downloads, unpacked)", host,
+                   lambda part, index: f"{name}/raw/{'train' if part == 'train' else 't10k'}-images-idx3-ubyte")
 
 
 SETS: dict[str, SetSpec] = {
     "FashionMNIST": _mnist("FashionMNIST", "fashion-mnist.s3-website.eu-central-1.amazonaws.com"),
     "MNIST": _mnist("MNIST", "ossci-datasets.s3.amazonaws.com"),
     "KMNIST": _mnist("KMNIST", "codh.rois.ac.jp"),
-    "CIFAR10": SetSpec("CIFAR10", 3, "cifar-10-batches-py/ (from cifar-10-python.tar.gz)", "www.cs.toronto.edu"),
-    "CIFAR100": SetSpec("CIFAR100", 3, "cifar-100-python/ (from cifar-100-python.tar.gz)", "www.cs.toronto.edu"),
+    "CIFAR10": SetSpec("CIFAR10", 3, "cifar-10-batches-py/ (from cifar-10-python.tar.gz)", "www.cs.toronto.edu",
+                       lambda part, index: f"cifar-10-batches-py/{f'data_batch_{index // 10000 + 1}' if part == 'train' else 'test_batch'}"),
+    "CIFAR100": SetSpec("CIFAR100", 3, "cifar-100-python/ (from cifar-100-python.tar.gz)", "www.cs.toronto.edu",
+                        lambda part, index: f"cifar-100-python/{part}"),
 }
 
 
@@ -88,6 +92,11 @@ class TorchvisionSet(DataSource):
         """Return sample `key` (`<set>/<train|test>/<index>`) as a PIL image."""
         _, part, index = key.rsplit("/", 2)
         return self._load(part)[int(index)][0]
+
+    def path(self, key: str) -> str:
+        """The set's file holding sample `key` (one file holds many samples)."""
+        _, part, index = key.rsplit("/", 2)
+        return os.path.join(self.root, SETS[self.name].file(part, int(index)))
 
     def with_root(self, root: str) -> TorchvisionSet:
         """Return a copy looking for the set under `root`."""
