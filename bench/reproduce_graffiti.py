@@ -46,18 +46,23 @@ def main() -> int:
         parent = next(r for r in runs if r.data.tags["tunevision.role"] == "search")
         trials = sum(1 for r in runs if r.data.tags["tunevision.role"] == "trial")
         m = parent.data.metrics
+        client.download_artifacts(parent.info.run_id, "pareto", str(out / name))  # front.csv and front.png
         rows.append((seed, m["test_accuracy"], m["test_fnr"], m["test_precision.Graffiti"], m["test_recall.Graffiti"],
-                     m["test_precision.No-Graffiti"], m["test_recall.No-Graffiti"], trials, wall))
-        print(f"seed {seed}: test accuracy {m['test_accuracy']:.4f}, FNR {m['test_fnr']:.4f}, {trials} trials, {wall / 60:.1f} min", flush=True)
+                     m["test_precision.No-Graffiti"], m["test_recall.No-Graffiti"],
+                     m.get("test_at_0.5_accuracy", m["test_accuracy"]), m.get("test_at_0.5_fnr", m["test_fnr"]),
+                     trials, wall, m.get("threshold", 0.5), parent.data.tags.get("tunevision.model", "single")))
+        print(f"seed {seed}: test accuracy {m['test_accuracy']:.4f}, FNR {m['test_fnr']:.4f}, {trials} trials, "
+              f"{wall / 60:.1f} min; Pareto front in {out / name / 'pareto'}", flush=True)
     header = ("| split seed | test accuracy | FNR (graffiti missed) | precision Graffiti | recall Graffiti "
-              "| precision No-Graffiti | recall No-Graffiti | trials | wall time (2 CPU cores) |")
-    print("\n" + header + "\n|" + " --- |" * 9)
-    for seed, acc, fnr, pg, rg, pn, rn, trials, wall in rows:
-        print(f"| {seed} | {acc:.1%} | {fnr:.1%} | {pg:.1%} | {rg:.1%} | {pn:.1%} | {rn:.1%} | {trials} | {wall / 60:.1f} min |")
+              "| precision No-Graffiti | recall No-Graffiti | accuracy at 0.5 | FNR at 0.5 | trials | wall time (2 CPU cores) "
+              "| threshold | model |")
+    print("\n" + header + "\n|" + " --- |" * 13)
+    for seed, *figures, trials, wall, threshold, kind in rows:
+        print(f"| {seed} | " + " | ".join(f"{f:.1%}" for f in figures) + f" | {trials} | {wall / 60:.1f} min | {threshold:.3f} | {kind} |")
     n = len(rows)
-    mean = [sum(r[i] for r in rows) / n for i in range(1, 7)]
-    print(f"| mean | {mean[0]:.1%} | {mean[1]:.1%} | {mean[2]:.1%} | {mean[3]:.1%} | {mean[4]:.1%} | {mean[5]:.1%} "
-          f"| {sum(r[7] for r in rows) / n:.0f} | {sum(r[8] for r in rows) / n / 60:.1f} min |")
+    mean = [sum(r[i] for r in rows) / n for i in range(1, 9)]
+    print("| mean | " + " | ".join(f"{f:.1%}" for f in mean)
+          + f" | {sum(r[9] for r in rows) / n:.0f} | {sum(r[10] for r in rows) / n / 60:.1f} min | | |")
     return 0
 
 

@@ -77,6 +77,15 @@ def test_missing_file_is_named(tmp_path):
         ({"scheduler": "pbt"}, "scheduler 'pbt' is unknown"),
         ({"name": "a b"}, "name 'a b' must be"),
         ({"patience": 0}, "patience must be None"),
+        ({"metric": ("val_accuracy", "val_fnr"), "mode": "max"}, "mode 'max' must be 'min' or 'max', one per metric"),
+        ({"metric": ("val_accuracy", "val_accuracy"), "mode": ("max", "max")}, "must be one metric name or two different"),
+        ({"choose": "max val_accuracy if val_fnr < 0.1"}, r"choose 'max val_accuracy if val_fnr < 0.1': expected"),
+        ({"choose": "min val_accuracy"}, "choose 'min val_accuracy': the search's mode for val_accuracy is 'max'"),
+        ({"choose": "max val_accuracy where val_fnr <= 0.1"}, "the constraint must be on the search's other metric"),
+        ({"metric": ("val_accuracy", "val_fnr"), "mode": ("max", "min"), "choose": "max val_f1.3"},
+         r"choose 'max val_f1.3': val_f1.3 is not the search's metric"),
+        ({"fnr_target": 1.5}, "fnr_target must be None or a number from 0 to below 1"),
+        ({"ensemble": 0}, "ensemble must be a whole number >= 1"),
     ],
 )
 def test_search_rejects_bad_settings(changes, message):
@@ -90,6 +99,13 @@ def test_optuna_refuses_grid_search_and_names_the_alternatives():
     with pytest.raises(TunevisionError, match="grid_search needs searcher='grid' or 'random'"):
         Search(name="t", data=Digits(), space={"dropout": tune.grid_search([0.4, 0.5])})
     assert Search(name="t", data=Digits(), space={"dropout": tune.grid_search([0.4, 0.5])}, searcher="grid")
+
+
+def test_two_metrics_take_one_mode_each_and_choose_defaults_to_the_first_metrics_best():
+    s = Search(name="t", data=Digits(), metric=["val_accuracy", "val_fnr"], mode=["max", "min"])
+    assert s.metrics == ("val_accuracy", "val_fnr") and s.modes == ("max", "min") and str(s.rule) == "max val_accuracy"
+    s = s.replace(choose="min val_fnr where val_accuracy >= 0.9")
+    assert s.rule.rank_metric == "val_objective" and s.rule.mode == "min"
 
 
 def test_per_class_metric_is_accepted_as_search_metric():

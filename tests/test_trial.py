@@ -29,3 +29,16 @@ def test_frozen_efficientnet_lite0_learns_the_graffiti_photographs_within_two_ep
     trainer.fit(model, datamodule=datamodule)
     # 58 % of the photographs are graffiti; a linear probe on these features converges near 84 %.
     assert trainer.callback_metrics["val_accuracy"] >= 0.78
+
+
+def test_constrained_rule_adds_val_objective_to_the_figures_early_stopping_and_tune_read():
+    from types import SimpleNamespace
+
+    import torch
+
+    from tunevision.choose import Rule
+    from tunevision.trial import _objective
+
+    figures = {"val_accuracy": torch.tensor(0.9), "val_fnr": torch.tensor(0.2), "val_loss": torch.tensor(0.3)}
+    _objective(Rule.parse("max val_accuracy where val_fnr <= 0.05")).on_validation_end(SimpleNamespace(callback_metrics=figures), None)
+    assert float(figures["val_objective"]) == pytest.approx(0.75)

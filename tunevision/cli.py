@@ -72,9 +72,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     outcome = run(search, RunOptions(args.file, args.address, args.tracking_uri, args.storage, args.resume, args.cpu_fallback,
                                      args.resource_wait, output), log)
-    print(f"best trial {outcome.best_trial_id}: {search.metric} = {outcome.best_val:.4f} (validation)")
+    winner = outcome.winner
+    print(f"best trial {outcome.best_trial_id}: "
+          + ", ".join(f"{m} = {winner.figures[m]:.4f}" for m in search.metrics) + f" (validation; choose: {search.rule})")
     print("config: " + ", ".join(f"{k}={v}" for k, v in outcome.best_config.items()))
-    shown = [k for k in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_fnr", "test_fpr") if k in outcome.test_figures]
+    if winner.kind == "ensemble":
+        print(f"registered: an ensemble of trials {', '.join(winner.members)} (better on validation)")
+    threshold = "" if winner.threshold is None else f", threshold {winner.threshold:.4f} (fnr_target {search.fnr_target:g})"
+    print(f"operating point: temperature {winner.temperature:.3f}{threshold}")
+    shown = [k for k in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_fnr", "test_fpr", "test_ece")
+             if k in outcome.test_figures]
     print("test (once, chosen model): " + ", ".join(f"{k}={outcome.test_figures[k]:.4f}" for k in shown))
     print(f"trials: {outcome.trials - outcome.failed} finished, {outcome.failed} failed")
     print(f"model: {outcome.model_uri}   MLflow parent run: {outcome.parent_run_id}")

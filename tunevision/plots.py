@@ -1,8 +1,8 @@
-"""Pictures a person reads: the labelled confusion-matrix heat map."""
+"""Pictures a person reads: confusion matrices, learning curves, importances, parallel coordinates, Pareto fronts."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 
 def confusion_matrix_png(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str = "") -> None:
@@ -95,6 +95,30 @@ def parallel_coordinates_png(study: object, metric: str, path: Path, title: str 
     fig = ax.figure
     fig.set_size_inches(max(7.0, 1.8 * (len(study.best_trial.params) + 1) + 2), 5)
     ax.set_title(title or f"{metric} against the sampled parameters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pareto_png(table: Any, metrics: Sequence[str], modes: Sequence[str], rule: Any, path: Path) -> None:
+    """Every epoch of every trial in the two metrics' plane: checkpointed ones, their Pareto front, the chosen one."""
+    plt = _pyplot()
+    x, y = metrics
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(table[x], table[y], s=12, color="0.75", label="epoch (no checkpoint)")
+    kept = table[table["checkpoint"]]
+    ax.scatter(kept[x], kept[y], s=22, color="tab:blue", label="checkpointed epoch")
+    front = kept[kept["pareto"]].sort_values(x)
+    ax.plot(front[x], front[y], "-o", color="tab:orange", ms=5, label="Pareto front")
+    chosen = table[table["chosen"]]
+    ax.scatter(chosen[x], chosen[y], s=160, marker="*", color="tab:red", zorder=5, label="chosen")
+    if rule.constraint is not None:
+        line = ax.axhline if rule.constraint == y else ax.axvline
+        line(rule.bound, color="tab:red", ls="--", lw=1, label=f"{rule.constraint} {rule.op} {rule.bound:g}")
+    ax.set_xlabel(f"{x} ({modes[0]})")
+    ax.set_ylabel(f"{y} ({modes[1]})")
+    ax.set_title(f"choose: {rule}", fontsize=10)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,42 +1,37 @@
-"""The registered model's predictor, and `tunevision predict`: class and probability per image."""
+"""`tunevision predict`: class and probability per image file, from a registered model (export.py)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-import torch
-from torch import nn
-
-
-class Predictor(nn.Module):
-    """A trained network that takes images in [0, 1] (N x C x S x S) and returns class probabilities."""
-
-    def __init__(self, network: nn.Module, classes: Sequence[str], image_size: int, channels: int) -> None:
-        super().__init__()
-        self.network = network
-        self.classes = list(classes)
-        self.image_size = int(image_size)
-        self.channels = int(channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.network(x), dim=1)
+BATCH = 32
 
 
-def predict_files(predictor: Predictor, paths: Sequence[str | Path]) -> list[tuple[str, str, float]]:
-    """Return (path, class, probability) for each image file, decoded as training decoded it."""
+def predict_files(model: Any, paths: Sequence[str | Path]) -> list[tuple[str, str, float]]:
+    """Return (path, class, probability) for each image file, decoded as training decoded it.
+
+    `model` is the MLflow pyfunc of a registered model; its metadata gives the channels and the
+    side to decode at, and the model itself applies its temperature and threshold.
+    """
+    import numpy as np
+
     from tunevision.data.decode import DecodeError, open_file, to_array
     from tunevision.errors import TunevisionError
 
-    predictor.eval()
+    meta = model.metadata.metadata or {}
+    if "image_sizes" not in meta or "channels" not in meta:
+        raise TunevisionError(f"{model.metadata.model_uuid}: not a model registered by this tunevision (no image_sizes "
+                              "and channels in its metadata)")
+    size, channels = max(meta["image_sizes"]), int(meta["channels"])
     rows = []
-    with torch.no_grad():
-        for path in paths:
+    for start in range(0, len(paths), BATCH):
+        chunk = [str(p) for p in paths[start : start + BATCH]]
+        arrays = []
+        for path in chunk:
             try:
-                array = to_array(open_file(path), predictor.image_size, predictor.channels)
+                arrays.append(to_array(open_file(path), size, channels))
             except DecodeError as e:
                 raise TunevisionError(f"{path}: {e}") from None
-            x = torch.from_numpy(array).permute(2, 0, 1).float().div(255).unsqueeze(0)
-            probs = predictor(x)[0]
-            index = int(probs.argmax())
-            rows.append((str(path), predictor.classes[index], float(probs[index])))
+        answer = model.predict(np.stack(arrays))
+        rows += [(path, str(c), float(p)) for path, c, p in zip(chunk, answer["class"], answer["probability"])]
     return rows

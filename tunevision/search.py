@@ -34,8 +34,9 @@ class Search:
     name: str
     data: DataSource
     space: Mapping[str, Any] = field(default_factory=dict)  # space keys -> constants or tune.* domains
-    metric: str = "val_accuracy"  # chosen on validation only; the test split never selects
-    mode: str = "max"
+    metric: str | tuple[str, ...] = "val_accuracy"  # one metric, or two for Optuna's multi-objective search
+    mode: str | tuple[str, ...] = "max"  # one direction per metric
+    choose: str | None = None  # the winner: "max val_accuracy where val_fnr <= 0.08"; default: the first metric's best
     trials: int = 10
     max_epochs: int = 10
     patience: int | None = None  # early stopping on `metric`, in epochs; None = off
@@ -43,6 +44,8 @@ class Search:
     searcher: str = "optuna"
     scheduler: str = "asha"
     positive_class: str | None = None  # two-class data: class whose FNR/FPR are reported; default: second in sorted order
+    fnr_target: float | None = None  # two classes: the decision threshold is the highest whose val FNR <= this
+    ensemble: int = 3  # try the top N trials' averaged probabilities; registered when better on validation (1 = never)
     seed: int = 0  # split seed and searcher seed
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -58,10 +61,7 @@ class Search:
             raise bad(f"name {self.name!r} must be letters, digits, '_', '.' or '-'")
         if not isinstance(self.data, DataSource):
             raise bad(f"data must be a tunevision data source (ImageFolder, LabelTable, Digits...), got {type(self.data).__name__}")
-        if self.mode not in ("min", "max"):
-            raise bad(f"mode {self.mode!r} must be 'min' or 'max'")
-        if self.metric not in METRICS and self.metric.split(".", 1)[0] not in PER_CLASS_METRICS:
-            raise bad(f"metric {self.metric!r} is not reported (known: {', '.join(METRICS + PER_CLASS_METRICS)})")
+        self._check_objectives(bad)
         for name in ("trials", "max_epochs", "grace_period"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -76,6 +76,11 @@ class Search:
             raise bad("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
         if not isinstance(self.feature_cache, bool):
             raise bad(f"feature_cache must be True or False, got {self.feature_cache!r}")
+        if self.fnr_target is not None and (isinstance(self.fnr_target, bool) or not isinstance(self.fnr_target, (int, float))
+                                            or not 0 <= self.fnr_target < 1):
+            raise bad(f"fnr_target must be None or a number from 0 to below 1, got {self.fnr_target!r}")
+        if not isinstance(self.ensemble, int) or isinstance(self.ensemble, bool) or self.ensemble < 1:
+            raise bad(f"ensemble must be a whole number >= 1 (1 = never an ensemble), got {self.ensemble!r}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise bad(f"max_concurrent must be None or >= 1, got {self.max_concurrent!r}")
         if not isinstance(self.space, Mapping):
@@ -85,6 +90,48 @@ class Search:
                 raise TunevisionError(f"space[{key!r}]: unknown key (known: {', '.join(sorted(KEYS))})")
         if self.searcher == "optuna" and any(is_grid(v) for _, v in walk_space(self.space)):
             raise TunevisionError("space: tune.grid_search needs searcher='grid' or 'random' (Optuna samples, it does not enumerate)")
+
+    def _check_objectives(self, bad: Any) -> None:
+        """metric/mode: one or two known metrics, one direction each; choose: a rule on them (choose.py)."""
+        for name in ("metric", "mode"):  # lists become tuples: the Search stays hashable and frozen
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        metrics, modes = self.metrics, self.modes
+        if not 1 <= len(metrics) <= 2 or len(set(metrics)) != len(metrics) or not all(isinstance(m, str) for m in metrics):
+            raise bad(f"metric {self.metric!r} must be one metric name or two different ones")
+        for metric in metrics:
+            if metric not in METRICS and metric.split(".", 1)[0] not in PER_CLASS_METRICS:
+                raise bad(f"metric {metric!r} is not reported (known: {', '.join(METRICS + PER_CLASS_METRICS)})")
+        if len(modes) != len(metrics) or any(m not in ("min", "max") for m in modes):
+            raise bad(f"mode {self.mode!r} must be 'min' or 'max', one per metric")
+        try:
+            rule = self.rule
+        except TunevisionError as e:
+            raise bad(str(e)) from None
+        where = f"choose {self.choose!r}"
+        if rule.metric not in metrics:
+            raise bad(f"{where}: {rule.metric} is not the search's metric {self.metric!r}")
+        if rule.mode != modes[metrics.index(rule.metric)]:
+            raise bad(f"{where}: the search's mode for {rule.metric} is {modes[metrics.index(rule.metric)]!r}")
+        if rule.constraint is not None and (rule.constraint not in metrics or rule.constraint == rule.metric):
+            raise bad(f"{where}: the constraint must be on the search's other metric (metric={self.metric!r})")
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metric(s) Optuna optimises, as a tuple."""
+        return (self.metric,) if isinstance(self.metric, str) else tuple(self.metric)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """Their directions, as a tuple."""
+        return (self.mode,) if isinstance(self.mode, str) else tuple(self.mode)
+
+    @property
+    def rule(self) -> Any:
+        """The parsed `choose` rule (choose.Rule); without one, the first metric's best."""
+        from tunevision.choose import Rule
+
+        return Rule.parse(self.choose if self.choose is not None else f"{self.modes[0]} {self.metrics[0]}")
 
     def replace(self, **changes: Any) -> Search:
         """Return a copy with `changes` applied (and validated again); None values are ignored."""

@@ -121,6 +121,10 @@ class SearchRun:
         """Store a text artifact on the parent run."""
         self.client.log_text(self.run_id, text, name)
 
+    def log_file(self, path: Path, folder: str | None = None) -> None:
+        """Store a file as an artifact of the parent run, under `folder`."""
+        self.client.log_artifact(self.run_id, str(path), folder)
+
     def log_best(self, config: Mapping[str, Any], trial_id: str, test_figures: Mapping[str, float],
                  classes: Sequence[str]) -> None:
         """Record the chosen trial's config as params and its test figures (metrics + confusion matrix)."""
@@ -128,23 +132,31 @@ class SearchRun:
         _log_metrics(self.client, self.run_id, test_figures, step=0)
         _log_confusion(self.client, self.run_id, test_figures, "test", classes, "test", {"trial_id": trial_id})
 
-    def log_model(self, model: Any, example: Any, registered_name: str) -> str:
-        """Log the best model with its signature under the parent run and register it; return its model URI."""
-        import mlflow.pytorch
-        import torch
-        from mlflow.models import infer_signature
+    def log_model(self, program: Path, card: Any, registered_name: str) -> str:
+        """Log the exported program (export.py) as an MLflow pyfunc model of this run, register it; return its URI.
 
-        with torch.no_grad():
-            output = model(example).numpy()
-        signature = infer_signature(example.numpy(), output)
+        The model is code (served_model.py) plus the torch.export program: nothing is unpickled on load,
+        and tunevision need not be installed where it serves.
+        """
+        import mlflow.pyfunc
+        import numpy
+        import pandas
+        import torch
+
+        from tunevision.export import SERVED_MODEL_CODE, signature
+
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}",
+                        f"pandas=={pandas.__version__}", f"mlflow=={mlflow.__version__}"]
         with mlflow.start_run(run_id=self.run_id):
-            info = mlflow.pytorch.log_model(
-                model,
+            info = mlflow.pyfunc.log_model(
                 name="model",
-                signature=signature,
+                python_model=str(SERVED_MODEL_CODE),
+                artifacts={"program": str(program)},
+                model_config=card.model_config(),
+                signature=signature(card),
+                metadata=card.metadata(),
+                pip_requirements=requirements,
                 registered_model_name=registered_name,
-                serialization_format="pickle",  # keeps the Predictor's classes, image size and channels
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "tunevision"],
             )
         versions = self.client.search_model_versions(f"name='{registered_name}' and run_id='{self.run_id}'")
         return f"models:/{registered_name}/{versions[0].version}" if versions else info.model_uri
@@ -354,10 +366,10 @@ def _local_error(trial: Any) -> Any:
 
 
 def load_model(model_uri: str) -> Any:
-    """Load a logged tunevision model (a Predictor) from MLflow."""
-    import mlflow.pytorch
+    """Load a registered tunevision model as MLflow's pyfunc (its metadata: `model.metadata.metadata`)."""
+    import mlflow.pyfunc
 
     try:
-        return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        return mlflow.pyfunc.load_model(model_uri)
     except Exception as e:  # unknown URI, missing version, wrong store: the user's mistake, one line
         raise TunevisionError(f"{model_uri}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None

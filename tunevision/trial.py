@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import time
 import zlib
-from pathlib import Path
 from typing import Any, Mapping
 
 from tunevision.data import ImageDataModule, PreparedData
@@ -87,6 +86,26 @@ def _epoch_report(where: Mapping[str, Any]) -> Any:
     return EpochReport(filename=CHECKPOINT_FILE, on="train_epoch_end")
 
 
+def _objective(rule: Any) -> Any:
+    """Lightning callback adding the rule's `val_objective` (choose.py) to each validation's figures.
+
+    It runs at the end of validation, before EarlyStopping reads the figures and before Tune's report
+    at the end of the training epoch, so patience, ASHA and the kept checkpoint all rank on it.
+    """
+    import pytorch_lightning as pl
+    import torch
+
+    from tunevision.choose import OBJECTIVE
+
+    class Objective(pl.Callback):
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            figures = trainer.callback_metrics
+            if all(m in figures for m in rule.metrics()):
+                figures[OBJECTIVE] = torch.tensor(rule.score({m: float(figures[m]) for m in rule.metrics()}))
+
+    return Objective()
+
+
 def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu_fallback: bool = False,
               backbones: Mapping[str, Any] | None = None) -> None:
     """Ray Tune function trainable: train one configuration, reporting figures and a checkpoint every epoch.
@@ -122,9 +141,12 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu
     if accelerator == "gpu":
         model = model.to(memory_format=torch.channels_last)
     datamodule = trial_datamodule(data, trial_config, model, search.feature_cache)
+    rule = search.rule
     callbacks: list = [_epoch_report(where)]
+    if rule.constraint is not None:
+        callbacks.insert(0, _objective(rule))
     if search.patience is not None:
-        callbacks.append(EarlyStopping(monitor=search.metric, mode=search.mode, patience=search.patience))
+        callbacks.append(EarlyStopping(monitor=rule.rank_metric, mode=rule.mode, patience=search.patience))
     trainer = build_trainer(search, datamodule, callbacks, accelerator)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -132,20 +154,3 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu
         return
     with checkpoint.as_directory() as folder:  # restored after a crash or node loss: continue from the last epoch
         trainer.fit(model, datamodule=datamodule, ckpt_path=os.path.join(folder, CHECKPOINT_FILE), weights_only=True)
-
-
-def evaluate_checkpoint(path: str | Path, data: PreparedData, search: Search) -> tuple[Any, dict[str, float]]:
-    """Load a trial checkpoint and evaluate it once on the test split; return (model, test figures)."""
-    import logging
-
-    import pytorch_lightning as pl
-
-    from tunevision.models.classifier import Classifier
-
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no device banner in the driver's summary
-    model = Classifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
-    datamodule = ImageDataModule(data, model.config.final(), model.network.image_size)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False)
-    trainer.test(model, datamodule=datamodule, verbose=False)
-    return model, model.test_figures

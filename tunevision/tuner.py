@@ -57,6 +57,7 @@ class Outcome:
     failed: int
     resumed: bool = False
     link: str = ""  # opens this search's trials in the MLflow UI
+    winner: Any = None  # winner.Winner: single or ensemble, temperature, threshold
 
 
 def _searcher(search: Search) -> Any:
@@ -76,7 +77,11 @@ def _searcher(search: Search) -> Any:
         # Lists as choices (hidden_units: [[128], [128, 64]]) work with the in-memory study Ray uses.
         warnings.filterwarnings("ignore", message="Choices for a categorical distribution")
 
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=search.seed))
+        # Two metrics: TPE's multi-objective mode; Optuna is told each trial's last epoch, as with one.
+        two = len(search.metrics) == 2
+        return OptunaSearch(metric=list(search.metrics) if two else search.metrics[0],
+                            mode=list(search.modes) if two else search.modes[0],
+                            sampler=optuna.samplers.TPESampler(seed=search.seed))
     # Ray ignores TuneConfig.max_concurrent_trials for a variant generator: it takes its own limit.
     return BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent or 0)
 
@@ -84,9 +89,9 @@ def _searcher(search: Search) -> Any:
 def _scheduler(search: Search) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if search.scheduler == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=search.max_epochs,
-                             grace_period=min(search.grace_period, search.max_epochs))
+    if search.scheduler == "asha":  # one number per epoch: the rule's rank metric (choose.py)
+        return ASHAScheduler(time_attr="training_iteration", metric=search.rule.rank_metric, mode=search.rule.mode,
+                             max_t=search.max_epochs, grace_period=min(search.grace_period, search.max_epochs))
     return FIFOScheduler()
 
 
@@ -183,9 +188,12 @@ def open_search(search: Search, options: RunOptions, log: Callable[[str], None] 
     from tunevision.data import prepare
     from tunevision.tracking import SearchRun
     from tunevision.validate import check_space
+    from tunevision.winner import check_operating_point
 
     check_space(search)
     data = None if options.resume else prepare(search.data, search.seed)
+    if data is not None:
+        check_operating_point(search, data.classes)
     search_run = SearchRun(options.tracking_uri, search.name)
     sha = sha256(options.search_file)
     previous = earlier_search(search_run, search, options, sha)
@@ -242,7 +250,7 @@ def tune(opened: OpenSearch, log: Callable[[str], None] = print) -> Any:
             log(f"the searcher keeps {history} finished trial(s) from before")
             search_run.log_figures({"resume_optuna_history": history}, step=opened.resumes)
     else:
-        recorder = TrialRecorder(search_run, opened.data.classes, search.metric, search.mode)
+        recorder = TrialRecorder(search_run, opened.data.classes, search.rule.rank_metric, search.rule.mode)
         tuner = _new_tuner(search, trainable, recorder, opened.tune_path, opened.options.output)
     started = time.monotonic()
     results = tuner.fit()
@@ -253,31 +261,15 @@ def tune(opened: OpenSearch, log: Callable[[str], None] = print) -> Any:
     return results
 
 
-def finish(opened: OpenSearch, results: Any) -> Outcome:
-    """Choose the best trial on validation, test it once, record and register it."""
-    import torch
+def finish(opened: OpenSearch, results: Any, log: Callable[[str], None] = print) -> Outcome:
+    """Choose the winner on validation, calibrate it, test it once, record and register it (winner.py)."""
+    from tunevision.winner import register_winner
 
-    from tunevision.trial import CHECKPOINT_FILE, evaluate_checkpoint
-
-    search, data, search_run = opened.search, opened.data, opened.search_run
-    try:
-        best = results.get_best_result(search.metric, search.mode, scope="all")
-    except RuntimeError:
-        raise TunevisionError(f"no trial reported {search.metric}: every trial failed (see the trial runs in MLflow)") from None
-    checkpoint = best.get_best_checkpoint(search.metric, search.mode)
-    if checkpoint is None:
-        raise TunevisionError(f"the best trial {best.path} left no checkpoint")
-    best_val = float(best.metrics_dataframe[search.metric].agg(search.mode))
-    trial_id = str(best.metrics.get("trial_id", ""))
-    with checkpoint.as_directory() as folder:  # no copy when storage is local; a temporary one otherwise
-        model, test_figures = evaluate_checkpoint(Path(folder) / CHECKPOINT_FILE, data, search)
-    search_run.log_best(best.config, trial_id, test_figures, data.classes)
-    predictor = model.predictor()
-    example = torch.zeros(1, data.source.channels, predictor.image_size, predictor.image_size)
-    model_uri = search_run.log_model(predictor, example, search.name)
+    search = opened.search
+    winner = register_winner(results, opened.data, search, opened.search_run, log)
     failed = sum(1 for r in results if r.error is not None)
-    return Outcome(search_run.run_id, trial_id, dict(best.config), best_val, test_figures, model_uri,
-                   len(results), failed, opened.resumes > 0)
+    return Outcome(opened.search_run.run_id, winner.trial_id, winner.config, winner.figures[search.metrics[0]],
+                   winner.test_figures, winner.model_uri, len(results), failed, opened.resumes > 0, winner)
 
 
 def run(search: Search, options: RunOptions, log: Callable[[str], None] = print) -> Outcome:
@@ -290,7 +282,7 @@ def run(search: Search, options: RunOptions, log: Callable[[str], None] = print)
     opened = open_search(search, options, log)
     status = "FAILED"
     try:
-        outcome = finish(opened, tune(opened, log))
+        outcome = finish(opened, tune(opened, log), log)
         status = "FINISHED"
         return replace(outcome, link=report.after_search(opened.search_run, log))
     finally:
@@ -311,15 +303,15 @@ def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str, ou
         trainable,
         param_space=dict(search.space),
         tune_config=tune.TuneConfig(
-            metric=search.metric, mode=search.mode, search_alg=_searcher(search),
+            search_alg=_searcher(search),  # the searcher and scheduler carry their own metrics
             scheduler=_scheduler(search), num_samples=num_samples, max_concurrent_trials=search.max_concurrent,
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[recorder, *progress.callbacks(search.metric, search.mode, search.max_epochs, output)],
+            callbacks=[recorder, *progress.callbacks(search.rule.rank_metric, search.rule.mode, search.max_epochs, output)],
             checkpoint_config=tune.CheckpointConfig(  # Ray keeps this best one and the latest one
-                num_to_keep=1, checkpoint_score_attribute=search.metric, checkpoint_score_order=search.mode,
+                num_to_keep=1, checkpoint_score_attribute=search.rule.rank_metric, checkpoint_score_order=search.rule.mode,
             ),
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
             verbose=progress.ray_verbosity(output),

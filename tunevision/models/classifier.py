@@ -78,9 +78,6 @@ class Classifier(pl.LightningModule):
         schedule = build_schedule(optimizer, self.config, self.hparams.max_epochs, steps)
         return {"optimizer": optimizer, "lr_scheduler": schedule} if schedule else optimizer
 
-    def predictor(self) -> Any:
-        """Return the network as the registered model: images in [0, 1] in, class probabilities out."""
-        from tunevision.predict import Predictor
-
-        size = self.config.final().image_size or self.network.image_size
-        return Predictor(self.network.eval(), self.classes, size, self.hparams.channels)
+    def trained_size(self) -> int:
+        """The image side the network was trained at last (the final stage of a progressive size)."""
+        return int(self.config.final().image_size or self.network.image_size)
