@@ -269,7 +269,7 @@ def finish(opened: OpenSearch, results: Any, log: Callable[[str], None] = print)
     winner = register_winner(results, opened.data, search, opened.search_run, log)
     failed = sum(1 for r in results if r.error is not None)
     return Outcome(opened.search_run.run_id, winner.trial_id, winner.config, winner.figures[search.metrics[0]],
-                   winner.test_figures, winner.model_uri, len(results), failed, opened.resumes > 0, winner)
+                   winner.test_figures, winner.model_uri, len(results), failed, opened.resumes > 0, winner=winner)
 
 
 def run(search: Search, options: RunOptions, log: Callable[[str], None] = print) -> Outcome:
