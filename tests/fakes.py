@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+import subprocess
 from typing import Sequence
 
 import numpy as np
@@ -56,3 +57,23 @@ def write_mnist_raw(root: Path, name: str = "FashionMNIST", per_class: int = 6) 
             header = np.array([magic, *array.shape], dtype=">i4").tobytes()
             (raw / f"{part}-{kind}-ubyte").write_bytes(header + array.astype(np.uint8).tobytes())
     return root
+
+
+def wait_until_answering(url: str, server: "subprocess.Popen", log: Path, timeout: float, what: str) -> None:
+    """Poll `url` until it answers 200; raise with the end of `log` if `server` exits or `timeout` s pass."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"{what} exited {server.returncode}: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer {url} in {timeout:g} s: {log.read_text()[-3000:]}")
+        time.sleep(0.3)

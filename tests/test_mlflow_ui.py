@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from fakes import wait_until_answering
 from tunevision.cli import main
 
 SEARCH = '''
@@ -61,19 +61,7 @@ def mlflow_server(folder: Path):
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"mlflow server exited {server.returncode}: {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer /health in 120 s: {log.read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_until_answering(f"{uri}/health", server, log, 120, "mlflow server")
         yield uri
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -19,13 +19,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from fakes import write_pattern_images
+from fakes import wait_until_answering, write_pattern_images
 from tunevision.cli import main
 
 SEARCH = '''
@@ -125,19 +124,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory):
         with open(log, "wb") as out:
             server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         uri = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"mlflow server exited {server.returncode}: {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer /health in 180 s: {log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_answering(f"{uri}/health", server, log, 180, "mlflow server")
         yield TrackingServer(uri, backend, artifacts, log)
     finally:
         if server is not None and server.poll() is None:

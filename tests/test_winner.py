@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from fakes import pattern_image, write_pattern_images
+from fakes import pattern_image, wait_until_answering, write_pattern_images
 from tunevision.choose import Rule
 from tunevision.cli import main
 
@@ -188,17 +187,7 @@ def test_mlflow_models_serve_answers_an_invocation_with_class_and_probabilities_
             cwd=tmp_path, env=without_tunevision(searched), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow models serve did not answer /ping within 120 s"
-            time.sleep(0.5)
+        wait_until_answering(f"http://127.0.0.1:{port}/ping", server, log_path, 120, "mlflow models serve")
         images, labels = known_images(4, 40)  # not the trained size: resized inside
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", method="POST",
                                          data=json.dumps({"inputs": images.tolist()}).encode(),
