@@ -45,6 +45,7 @@ def _load(args: argparse.Namespace):
     from tunevision.search import load_search_file
 
     search = load_search_file(args.file)
+    args.loaded = True  # from here on, errors name the file (load_search_file's own already do)
     data = search.data.with_root(args.data) if args.data else None
     space = {**search.space, **_space_overrides(args.set)} if args.set else None
     return search.replace(
@@ -228,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except TunevisionError as e:
-        file = str(getattr(args, "file", "") or "")
+        file = str(args.file) if getattr(args, "loaded", False) else ""
         message = str(e) if not file or str(e).startswith(file) else f"{file}: {e}"  # name the file, as loading does
         print(f"tunevision: error: {message}", file=sys.stderr)
         return 2
