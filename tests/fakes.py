@@ -77,3 +77,16 @@ def wait_until_answering(url: str, server: "subprocess.Popen", log: Path, timeou
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not answer {url} in {timeout:g} s: {log.read_text()[-3000:]}")
         time.sleep(0.3)
+
+
+def stop_process_group(server: "subprocess.Popen") -> None:
+    """SIGTERM a server started with start_new_session=True and its children; SIGKILL after 20 s."""
+    import os
+    import signal
+
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)

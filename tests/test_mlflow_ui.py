@@ -14,7 +14,6 @@ import io
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from fakes import wait_until_answering
+from fakes import stop_process_group, wait_until_answering
 from tunevision.cli import main
 
 SEARCH = '''
@@ -64,12 +63,7 @@ def mlflow_server(folder: Path):
         wait_until_answering(f"{uri}/health", server, log, 120, "mlflow server")
         yield uri
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
+        stop_process_group(server)
 
 
 @dataclass

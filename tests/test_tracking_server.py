@@ -12,7 +12,6 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import wait_until_answering, write_pattern_images
+from fakes import stop_process_group, wait_until_answering, write_pattern_images
 from tunevision.cli import main
 
 SEARCH = '''
@@ -128,12 +127,7 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory):
         yield TrackingServer(uri, backend, artifacts, log)
     finally:
         if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(10)
+            stop_process_group(server)
         if started_pg:
             subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                            capture_output=True, timeout=60)
