@@ -359,6 +359,33 @@ def test_runs_of_trials_a_restored_experiment_does_not_know_are_closed_with_thei
     assert restored.run_id(trials["t3"]) != runs["t3"]  # an id Ray hands out again gets a new run, never the lost one
 
 
+def test_epochs_logged_after_ray_s_last_snapshot_are_not_logged_again_when_the_restored_trial_repeats_them(mlflow_uri: str):
+    import pickle
+    from types import SimpleNamespace
+
+    from tunevision.tracking import SearchRun, TrialRecorder
+
+    search_run = SearchRun(mlflow_uri, "late")
+    search_run.start(Path(__file__), {})
+    recorder = TrialRecorder(search_run, ["a", "b"], "val_accuracy", "max")
+    trial = SimpleNamespace(trial_id="t1", config={"lr": 0.1}, evaluated_params={"lr": 0.1})
+
+    def report(to: TrialRecorder, epoch: int, accuracy: float) -> None:
+        to.on_trial_result(0, [trial], trial, {"epoch": epoch, "val_accuracy": accuracy})
+
+    for epoch in (1, 2):
+        report(recorder, epoch, 0.5)
+    snapshot = pickle.dumps(recorder)  # Ray's last snapshot of the experiment, this callback included
+    report(recorder, 3, 0.6)  # logged by the driver, then it died before the next snapshot
+
+    restored = pickle.loads(snapshot)
+    restored.on_step_begin(0, [trial])
+    for epoch in (3, 4):  # the trial continues from the snapshot's checkpoint (epoch 2)
+        report(restored, epoch, 0.7)
+
+    history = search_run.client.get_metric_history(recorder.runs["t1"], "val_accuracy")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.5), (2, 0.5), (3, 0.6), (4, 0.7)]
+
 def _moved(what: str) -> str:
     import ray
 
@@ -417,3 +444,4 @@ def test_ray_private_state_that_resume_reads_is_where_resume_py_looks(tmp_path: 
 
     assert list(tune_path.glob("searcher-state-*.pkl")), _moved("no searcher-state-*.pkl in the experiment folder")
     assert optuna_history(str(tune_path)) == 2, _moved("the searcher state holds no '_ot_study' with the 2 finished trials")
+

@@ -185,18 +185,18 @@ class TrialRecorder(Callback):
         self.best: dict[str, dict[str, float]] = {}
         self.last_step: dict[str, int] = {}
         self.placements: dict[str, list[dict[str, Any]]] = {}
-        self._lost_closed = False
+        self._store_read = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("client")
-        state.pop("_lost_closed", None)
+        state.pop("_store_read", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.client = MlflowClient(self.tracking_uri)
-        self._lost_closed = False
+        self._store_read = False
 
     def get_state(self) -> dict[str, Any]:
         """What Ray stores with each experiment snapshot, for a restored search."""
@@ -212,9 +212,20 @@ class TrialRecorder(Callback):
         self.client.log_batch(self.parent_id, tags=[RunTag(METRIC, self.metric), RunTag(MODE, self.mode)])
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if not self._lost_closed:  # the first step of a (restored) experiment: `trials` is what Ray's snapshot held
-            self._lost_closed = True
+        if not self._store_read:  # the first step of a (restored) experiment: `trials` is what Ray's snapshot held
+            self._store_read = True
             self.close_lost_runs({trial.trial_id for trial in trials})
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        """Take each trial's last step from its run: what the driver logged after Ray's last snapshot.
+
+        This callback's state comes back from that snapshot, while a restored trial continues from the
+        checkpoint the snapshot names and reports the epochs after it again: those already in MLflow are
+        not logged twice.
+        """
+        for trial_id, run_id in self.runs.items():
+            self.last_step[trial_id] = max(self.last_step.get(trial_id, 0), _last_step(self.client, run_id, self.metric))
 
     def close_lost_runs(self, known: set[str]) -> list[str]:
         """Close the trial runs of trials Ray does not know (`known`: the trial ids it restored); return their ids.
