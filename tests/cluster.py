@@ -87,8 +87,13 @@ class NetnsCluster:
         """Start the head (`head_cpus`, default `cpus`, and `head_gpus`) and `workers` worker nodes of `cpus` and `gpus`."""
         self._ray_start(0, "--head", "--port", str(PORT), "--num-cpus", str(cpus if head_cpus is None else head_cpus),
                         "--num-gpus", str(head_gpus), "--include-dashboard", "false")
-        for i in range(1, workers + 1):
-            self._ray_start(i, "--address", self.address, "--num-cpus", str(cpus), "--num-gpus", str(gpus))
+        for _ in range(workers):
+            self.add_worker(cpus, gpus)
+
+    def add_worker(self, cpus: int = 1, gpus: int = 0) -> str:
+        """Start one more worker node of `cpus` and `gpus`, also while a search runs; return its namespace."""
+        self._ray_start(len(self.nodes), "--address", self.address, "--num-cpus", str(cpus), "--num-gpus", str(gpus))
+        return self.nodes[-1]
 
     def ip(self, node: str) -> str:
         """The address of one node (its namespace name)."""
@@ -116,10 +121,10 @@ class NetnsCluster:
         return subprocess.run(["ip", "netns", "exec", self.nodes[0], *argv], cwd=cwd, env=self.env(),
                               capture_output=True, text=True, timeout=timeout)
 
-    def start_driver(self, argv: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    def start_driver(self, argv: list[str], cwd: Path, log: Path, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
         """Start a command in the head's namespace without waiting; stdout and stderr go to `log`."""
         with open(log, "w") as out:
-            return subprocess.Popen(["ip", "netns", "exec", self.nodes[0], *argv], cwd=cwd, env=self.env(),
+            return subprocess.Popen(["ip", "netns", "exec", self.nodes[0], *argv], cwd=cwd, env=self.env() | (env_extra or {}),
                                     stdout=out, stderr=subprocess.STDOUT, text=True)
 
     def wait_node_dead(self, node: str, timeout: float) -> float:

@@ -1,4 +1,5 @@
-"""Searches on a real three-node Ray cluster (tests/cluster.py): where trials ran, and a worker node lost mid-search.
+"""Searches on a real three-node Ray cluster (tests/cluster.py): where trials ran, and a worker node lost mid-search
+with a trial of every study shape (tests/shapes.py) on it.
 
 Every node declares two GPUs (`ray start --num-gpus 2`) on a machine that has none, so the search runs
 with `--cpu-fallback`; the head declares no CPUs, so trials land on the two workers only. Everything the
@@ -12,7 +13,9 @@ import time
 from pathlib import Path
 
 import cluster as netns
+import psutil
 import pytest
+import shapes
 from fakes import write_pattern_images
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -97,13 +100,13 @@ def checkpoint_folders(tune_path: Path) -> dict[str, int]:
     return {d.name: len([c for c in d.iterdir() if c.is_dir() and c.name.startswith("checkpoint_")]) for d in trials}
 
 
-def reported(tune_path: Path) -> dict[str, list[tuple[int, str]]]:
-    """(training_iteration, node_ip) of every result the driver received, per trial, from Tune's result.json files."""
-    out: dict[str, list[tuple[int, str]]] = {}
+def reported(tune_path: Path) -> dict[str, list[tuple[int, str, int]]]:
+    """(epoch, node_ip, iterations_since_restore) of every result the driver received, per trial, from Tune's result.json files."""
+    out: dict[str, list[tuple[int, str, int]]] = {}
     for file in tune_path.glob("*/result.json"):
         for line in file.read_text().splitlines():
             row = json.loads(line)
-            out.setdefault(row["trial_id"], []).append((row["training_iteration"], row.get("node_ip", "")))
+            out.setdefault(row["trial_id"], []).append((row["epoch"], row.get("node_ip", ""), row["iterations_since_restore"]))
     return out
 
 
@@ -130,11 +133,15 @@ def check_trial_records(client: MlflowClient, name: str, trials: int, epochs: in
     folders = checkpoint_folders(tune_path)
     assert len(folders) == trials, folders
     assert all(1 <= n <= 2 for n in folders.values()), f"Tune keeps best + latest checkpoint per trial: {folders}"
-    # Every epoch reached the driver once: a trial restarted from scratch instead of its checkpoint would repeat some.
+    # Every epoch reached the driver, in order: a trial restarted from scratch instead of its checkpoint would go back
+    # to epoch 1. Only a process that continued from the checkpoint of epoch k may report k again, first.
     results = reported(tune_path)
     assert sorted(results) == sorted(by_id), (sorted(results), sorted(by_id))
     for trial_id, rows in results.items():
-        assert [i for i, _ in rows] == list(range(1, epochs + 1)), (trial_id, rows)
+        seen = [e for e, _, _ in rows]
+        repeats = [i for i in range(1, len(rows)) if seen[i] == seen[i - 1]]
+        assert seen == sorted(seen) and set(seen) == set(range(1, epochs + 1)), (trial_id, rows)
+        assert all(rows[i][2] == 1 for i in repeats), (trial_id, rows)
     return parents[0], by_id, results
 
 
@@ -176,52 +183,54 @@ def test_trials_spread_over_two_gpu_workers_at_most_two_per_gpu(tmp_path, cache_
           f"most at once per node/GPU {overlap}; wall {wall:.0f} s")
 
 
-def trial_to_kill(client: MlflowClient, name: str, workers: set[str], epochs: int):
-    """A running trial on a worker that has logged two epochs or more and has two or more still to go, else None."""
-    try:
-        _, children = search_runs(client, name)
-    except (MlflowException, OperationalError):  # the driver holds the SQLite write lock: look again later
-        return None
-    for child in children:
-        ip = child.data.tags.get("tunevision.node_ip")
-        if child.info.status != "RUNNING" or ip not in workers or "val_accuracy" not in child.data.metrics:
+def trial_processes(cluster: netns.NetnsCluster, node: str) -> list[int]:
+    """The processes in one node's namespace that run a trial (Ray's actor of a function trainable: ray::ImplicitFunc)."""
+    found = []
+    for pid in cluster.pids(node):
+        try:
+            if any("ImplicitFunc" in part for part in psutil.Process(pid).cmdline()):
+                found.append(pid)
+        except psutil.NoSuchProcess:
             continue
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
-        if 2 <= max(steps, default=0) <= epochs - 2:
-            return child
-    return None
+    return found
 
 
-def test_search_finishes_every_trial_when_a_worker_node_dies_mid_trial(tmp_path, cache_dir):
-    """Kill a worker node while its trials train: they resume elsewhere from their checkpoints, one run each, no epoch twice."""
-    trials, epochs, name = 4, 6, "nodeloss"
-    root = write_pattern_images(tmp_path / "images", per_class=120, size=48)  # a few seconds per epoch: the kill lands mid-trial
-    file = search_file(tmp_path, name, root, size=48, channels=[16, 32, 64])
+def wait_for(what: str, done, driver, log: Path, timeout: float = 300) -> None:
+    """Poll `done()` until true; fail, naming `what`, if the driver exits or `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert driver.poll() is None, f"the search ended (exit {driver.returncode}) before {what}:\n{log.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}:\n{log.read_text()[-4000:]}"
+        time.sleep(0.1)
+
+
+SHAPE_EPOCHS = 5  # each trial is cut off after epoch 3 (shapes.py holds it there), then continues to 5
+
+
+def test_every_shape_s_trial_continues_from_its_checkpoint_on_the_other_worker_when_its_node_dies(tmp_path, cache_dir):
+    """Every study shape (tests/shapes.py) trains on one worker, killed mid-trial: each continues on the other from its checkpoint."""
+    epochs, name = SHAPE_EPOCHS, "nodeloss"
+    trials = len(shapes.BACKBONES)
+    root = write_pattern_images(tmp_path / "images", per_class=60, size=24)
+    file = shapes.write_search(tmp_path / f"{name}.py", name, root, epochs)
     uri, client = new_store(tmp_path)
     cluster = netns.NetnsCluster(prefix="tvml", fast_health_check=True)
     log = tmp_path / "driver.log"
     driver = None
     started, start_time = time.monotonic(), time.time()
     try:
-        # Each worker: 2 CPUs = two trials of 1 CPU + 0.5 GPU at once; the four trials start together.
-        cluster.start(workers=2, cpus=2, gpus=GPUS_PER_NODE, head_cpus=0, head_gpus=GPUS_PER_NODE)
-        workers = {cluster.ip(n) for n in cluster.nodes[1:]}
-        driver = cluster.start_driver(search_argv(file, name, tmp_path, uri, trials, epochs, cpus=1), cwd=tmp_path, log=log)
-        deadline = time.monotonic() + 300
-        victim = None
-        while victim is None:
-            assert driver.poll() is None, f"the search ended before any kill (exit {driver.returncode}):\n{log.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, f"no trial on a worker logged an epoch in time:\n{log.read_text()[-4000:]}"
-            victim = trial_to_kill(client, name, workers, epochs)
-            if victim is None:
-                time.sleep(0.3)
-        lost_ip = victim.data.tags["tunevision.node_ip"]
-        _, children = search_runs(client, name)
-        on_lost = {c.data.tags["tunevision.trial_id"]: [m.step for m in client.get_metric_history(c.info.run_id, "val_accuracy")]
-                   for c in children if c.info.status == "RUNNING" and c.data.tags.get("tunevision.node_ip") == lost_ip}
+        # The first worker holds every trial (four of 0.5 CPU + 0.5 GPU); the second joins once they are placed.
+        cluster.start(workers=1, cpus=2, gpus=GPUS_PER_NODE, head_cpus=0, head_gpus=GPUS_PER_NODE)
+        lost = cluster.nodes[1]
+        lost_ip = cluster.ip(lost)
+        driver = cluster.start_driver(search_argv(file, name, tmp_path, uri, trials, epochs, cpus=0.5), cwd=tmp_path, log=log,
+                                      env_extra={shapes.FAULT: "node:3"})  # each trial held after epoch 3; then a line
+        wait_for("every trial placed on the first worker", lambda: len(trial_processes(cluster, lost)) == trials, driver, log)
+        other = cluster.ip(cluster.add_worker(cpus=2, gpus=GPUS_PER_NODE))
+        wait_for("every trial held mid-training", lambda: "fault: the node goes now" in log.read_text(), driver, log)
         killed_at = time.time()
-        cluster.kill_node(cluster.node(lost_ip))
-        noticed = cluster.wait_node_dead(cluster.node(lost_ip), timeout=90)
+        cluster.kill_node(lost)
+        noticed = cluster.wait_node_dead(lost, timeout=90)
         code = driver.wait(timeout=max(30.0, 420 - (time.monotonic() - started)))
     finally:
         if driver is not None and driver.poll() is None:
@@ -234,28 +243,21 @@ def test_search_finishes_every_trial_when_a_worker_node_dies_mid_trial(tmp_path,
     assert f"trials: {trials} finished, 0 failed" in output
 
     _, by_id, results = check_trial_records(client, name, trials, epochs)
-    victim_id = victim.data.tags["tunevision.trial_id"]
-    resumed = {}
+    cut_off = {}
     for trial_id, child in by_id.items():
+        shape = shapes.shape_of(child)
         where, retries = placements(child), int(child.data.tags.get("tunevision.retries", "0"))
-        if trial_id in on_lost and len(where) == 1 and where[0]["node_ip"] == lost_ip:
-            # Running there when looked at, then its last epoch came in before the kill: finished on that node.
-            assert retries == 0 and where[0]["end"] < killed_at, (trial_id, where, child.data.tags)
-        elif trial_id in on_lost:  # trained on the lost node, then resumed from its checkpoint on the other worker
-            assert len(where) == 2, (trial_id, where)
-            assert where[0]["node_ip"] == lost_ip and where[1]["node_ip"] != lost_ip, (trial_id, where)
-            assert where[0]["node_id"] != where[1]["node_id"] and where[1]["start"] > killed_at, (trial_id, where)
-            assert retries >= 1 and child.data.tags.get("tunevision.last_retry_reason"), (trial_id, child.data.tags)
-            # Epochs 1..k from the lost node, k+1.. from the other: continued from the checkpoint of epoch k.
-            nodes = [ip for _, ip in results[trial_id]]
-            k = nodes.count(lost_ip)
-            assert k >= len(on_lost[trial_id]) and nodes == [lost_ip] * k + [where[1]["node_ip"]] * (epochs - k), (trial_id, results[trial_id])
-            resumed[trial_id] = k
-        else:  # never reported from the lost node (maybe placed there, not yet started): one placement elsewhere
-            assert len(where) == 1 and where[0]["node_ip"] != lost_ip, (trial_id, where)
-    assert victim_id in resumed, f"the trial killed after epoch {on_lost[victim_id]} did not resume elsewhere"
-    retries = {t: by_id[t].data.tags.get("tunevision.retries") for t in by_id if "tunevision.retries" in by_id[t].data.tags}
-    print(f"\nnode loss: {trials} trials x {epochs} epochs, 3 nodes (head + 2 workers); 1 fault: killed {lost_ip} "
-          f"{killed_at - start_time:.0f} s into the run, Ray marked it dead {noticed:.1f} s later; "
-          f"resumed on the other worker after epoch: {resumed}; retries per trial {retries}; "
+        # Trained on the lost node, then on the other worker, from the checkpoint of the last epoch it reported.
+        assert [p["node_ip"] for p in where] == [lost_ip, other] and where[1]["start"] > killed_at, (shape, where)
+        assert retries >= 1 and child.data.tags.get("tunevision.last_retry_reason"), (shape, child.data.tags)
+        nodes = [ip for _, ip, _ in results[trial_id]]
+        k = nodes.count(lost_ip)
+        assert k >= 3 and nodes == [lost_ip] * k + [other] * (len(nodes) - k), (shape, results[trial_id])
+        first_after = results[trial_id][k][0]
+        assert first_after in (k, k + 1), f"{shape}: cut off after epoch {k}, it began at epoch {first_after} on {other}, not from its checkpoint"
+        cut_off[shape] = k
+    retries = {shapes.shape_of(c): c.data.tags.get("tunevision.retries") for c in by_id.values()}
+    print(f"\nnode loss: {trials} trials (one per shape) x {epochs} epochs, head + 2 workers; killed {lost_ip} "
+          f"{killed_at - start_time:.0f} s into the run with every trial on it, Ray marked it dead {noticed:.1f} s later; "
+          f"continued on {other} after epoch: {cut_off}; retries per shape {retries}; "
           f"{trials} trials finished, 0 failed, duplicate runs 0; wall {wall:.0f} s")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import shapes
 from fakes import write_pattern_images
 from mlflow import MlflowClient
 
@@ -445,3 +446,46 @@ def test_ray_private_state_that_resume_reads_is_where_resume_py_looks(tmp_path: 
     assert list(tune_path.glob("searcher-state-*.pkl")), _moved("no searcher-state-*.pkl in the experiment folder")
     assert optuna_history(str(tune_path)) == 2, _moved("the searcher state holds no '_ot_study' with the 2 finished trials")
 
+
+SHAPE_EPOCHS = 5  # each trial is cut off after epoch 3 (shapes.py holds it there), then continues to 5
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_continues_every_shape_s_trial_from_its_checkpoint(tmp_path: Path, cache_dir):
+    """Every study shape (tests/shapes.py) mid-training when the driver dies: each continues after --resume."""
+    root = write_pattern_images(tmp_path / "images", per_class=60, size=24)
+    search_file = shapes.write_search(tmp_path / "shapes.py", "shapes", root, SHAPE_EPOCHS)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    # Each trial is held as it reports epoch 3, mid-training; once all are, the driver kills itself and its Ray.
+    driver = tunevision("search", str(search_file), "--tracking-uri", uri, "--storage", str(tmp_path / "ray"), cwd=tmp_path,
+                        env_extra={shapes.FAULT: "driver:3"})
+    try:
+        out, err = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == -signal.SIGKILL, err[-3000:]
+    assert "fault: the driver goes now" in out, out[-3000:]
+    experiment = client.get_experiment_by_name("shapes").experiment_id
+    before = {shapes.shape_of(r): steps(client, r.info.run_id)
+              for r in client.search_runs([experiment], "tags.`tunevision.role` = 'trial'")}
+    assert sorted(before) == sorted(shapes.BACKBONES)
+    assert all(s == [1, 2, 3] for s in before.values()), before  # every trial cut off mid-training, after epoch 3
+
+    resumed = tunevision("search", str(search_file), "--resume", "--tracking-uri", uri, cwd=tmp_path)
+    out, err = resumed.communicate(timeout=400)
+
+    assert resumed.returncode == 0, err[-3000:]
+    parent = client.search_runs([experiment], "tags.`tunevision.role` = 'search'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED" and parent[0].data.tags["tunevision.resumes"] == "1"
+    runs = client.search_runs([experiment], "tags.`tunevision.role` = 'trial'")
+    assert len(runs) == len(shapes.BACKBONES) and len({r.data.tags["tunevision.trial_id"] for r in runs}) == len(runs)
+    tune_path = Path(parent[0].data.tags["tunevision.tune_path"])
+    for run in runs:
+        shape = shapes.shape_of(run)
+        assert run.info.status == "FINISHED", (shape, run.info.status, run.data.tags.get("tunevision.error"))
+        assert steps(client, run.info.run_id) == list(range(1, SHAPE_EPOCHS + 1)), shape  # no gap, no epoch twice
+        started = shapes.restarts(next(tune_path.glob(f"*{run.data.tags['tunevision.trial_id']}*")))
+        assert len(started) == 2 and 2 <= started[1] <= len(before[shape]) + 1, \
+            f"{shape}: cut off after epoch {len(before[shape])}, the resumed trial began at epoch {started[1:]}, not from its checkpoint"
