@@ -18,8 +18,6 @@ import pytest
 import shapes
 from fakes import write_pattern_images
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-from sqlalchemy.exc import OperationalError
 
 pytestmark = [
     pytest.mark.slow,
