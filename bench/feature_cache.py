@@ -1,13 +1,13 @@
-"""Epoch time of a frozen efficientnet_lite0 trial with and without the feature cache, side by side in one run.
+"""Epoch time of an efficientnet_lite0 trial with and without the feature cache, side by side in one run.
 
-Three trials of the same config (`trainable_layers: 0`, 224 px, batch 32, no augmentation), built the way
+Three trials of the same config (`trainable_layers: 0` by default, or `--trainable-layers N`, 224 px, batch 32, no augmentation), built the way
 `tunevision.trial.run_trial` builds them (Classifier, `trial_datamodule`, a Lightning Trainer), on the
 graffiti photographs: "images" trains with the feature cache off (the backbone runs on every image in
 every epoch), "cache, 1st trial" builds the feature file in its first epoch, "cache, next trial" finds it.
 The decode cache is built before all three, so only the backbone's work differs. An epoch is its training
 and its validation; images/s counts both. Results are appended to bench/RESULTS.md.
 
-    python bench/feature_cache.py [DATA] [--size 224] [--epochs 3] [--batch-size 32] [--accelerator cpu|gpu]
+    python bench/feature_cache.py [DATA] [--size 224] [--epochs 3] [--batch-size 32] [--trainable-layers 0] [--accelerator cpu|gpu]
     python bench/feature_cache.py --tiny --results /tmp/results.md   # CI: 48 generated images at 32 px
 """
 from __future__ import annotations
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--trainable-layers", type=int, default=0, help="0: frozen backbone (pooled output cached); "
+                        "12: its last 12 layers train (the activations after block 5 cached)")
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--tiny", action="store_true", help="48 generated pattern images at 32 px, 2 epochs (keeps the script working)")
     parser.add_argument("--results", type=Path, default=BENCH / "RESULTS.md", help="Markdown file the results are appended to")
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         cached_images(data, args.size)
         decode_s = time.perf_counter() - started
-        config = {"backbone": "efficientnet_lite0", "weights": "imagenet", "trainable_layers": 0, "lr": 1e-2,
+        config = {"backbone": "efficientnet_lite0", "weights": "imagenet", "trainable_layers": args.trainable_layers, "lr": 1e-2,
                   "batch_size": args.batch_size, "image_size": args.size}
         per_epoch = len(data.rows("train")) + len(data.rows("val"))
         runs = {name: run_trial(data, config, args.epochs, cached, args.accelerator)
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     build_s = runs["cache, 1st trial"][1] - runs["cache, next trial"][1]
     epochs = range(1, args.epochs + 1)
     lines = [
-        f"## feature_cache.py: frozen efficientnet_lite0, {args.size} px, {args.accelerator}",
+        f"## feature_cache.py: {'frozen' if not args.trainable_layers else f'{args.trainable_layers} trainable layers of'} "
+        f"efficientnet_lite0, {args.size} px, {args.accelerator}",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
         f"- machine: {machine()}; load average at the end {os.getloadavg()[0]:.1f} (other jobs share the cores)",

@@ -173,3 +173,25 @@ def test_facets_link_carries_filter_and_sort_as_the_ui_reads_them(store):
     assert link == (f"http://10.0.0.5:5000/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
                     f"&searchFilter=tags.mlflow.parentRunId%20%3D%20%27{run_id}%27"
                     "&orderByKey=metrics.%60best_val_accuracy%60&orderByAsc=false")
+
+
+def test_a_dict_drawn_by_choice_reads_as_one_param_and_importances_are_computed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "aug.py").write_text("# the search file\n")
+    search_run = SearchRun(uri, "aug")
+    search_run.start(tmp_path / "aug.py", {})
+    recorder = TrialRecorder(search_run, CLASSES, "val_accuracy", "max")
+    recorder.setup()
+    drawn = [(None, 1e-3, 0.6), ({"hflip": True, "zoom": 0.1}, 2e-3, 0.8), ({"hflip": True, "zoom": 0.2}, 3e-3, 0.7)]
+    trials = [Trial("run_trial", config={"augment": augment, "lr": lr}, evaluated_params={"augment": augment, "lr": lr},
+                    stub=True) for augment, lr, _ in drawn]
+    for t, (_, _, accuracy) in zip(trials, drawn):
+        recorder.on_trial_start(0, trials, t)
+        recorder.on_trial_result(0, trials, t, {**figures(accuracy), "epoch": 1, "training_iteration": 1})
+        recorder.on_trial_complete(0, trials, t)
+    search_run.finish()
+    client = MlflowClient(uri)
+    found = report.collect(client, client.get_run(search_run.run_id))
+    assert [t.params["augment"] for t in found.trials] == ["{hflip=True, zoom=0.1}", "{hflip=True, zoom=0.2}", "None"]
+    assert set(found.importances) == {"augment", "lr"}

@@ -13,7 +13,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from tunevision.errors import TunevisionError
 
@@ -125,6 +125,14 @@ def _sampled(children: list[Any]) -> list[str]:
     return [k for k in names if len({c.data.params.get(k) for c in children}) > 1]
 
 
+def _param(params: Mapping[str, str], key: str) -> str | None:
+    """A sampled param as one value: MLflow holds a dict drawn by `tune.choice` as `key.sub` params, joined here."""
+    if key in params:
+        return params[key]
+    parts = {k[len(key) + 1:]: v for k, v in params.items() if k.startswith(f"{key}.")}
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(parts.items())) + "}" if parts else None
+
+
 def collect(client: Any, search_run: Any) -> SearchReport:
     """Read the trials of `search_run` (an MLflow Run) and rank them by the search metric."""
     tags = search_run.data.tags
@@ -143,7 +151,7 @@ def collect(client: Any, search_run: Any) -> SearchReport:
             name=child.info.run_name or child.info.run_id[:8], run_id=child.info.run_id,
             trial_id=child.data.tags.get("tunevision.trial_id", ""), status=child.info.status, best=best,
             best_epoch=best_epoch, epochs=max(by_epoch, default=0), curve=tuple(curve),
-            params={k: child.data.params[k] for k in sampled if k in child.data.params},
+            params={k: v for k in sampled if (v := _param(child.data.params, k)) is not None},
             error=child.data.tags.get("tunevision.error", ""),
         ))
     sign, chosen = (-1 if mode == "max" else 1), tags.get("tunevision.best_trial_id", "")

@@ -140,7 +140,7 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu
     )
     if accelerator == "gpu":
         model = model.to(memory_format=torch.channels_last)
-    datamodule = trial_datamodule(data, trial_config, model, search.feature_cache)
+    datamodule = trial_datamodule(data, trial_config, model, search.feature_cache, search.max_epochs)
     rule = search.rule
     callbacks: list = [_epoch_report(where)]
     if rule.constraint is not None:

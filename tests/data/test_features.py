@@ -1,6 +1,9 @@
 """The frozen-backbone feature cache: same figures as training on images, a key that covers what changes features."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,15 +19,16 @@ FROZEN = {"backbone": "resnet18", "weights": None, "trainable_layers": 0, "image
           "lr": 1e-2, "hidden_units": 8, "dropout": 0.2}
 
 
-def _fit(data, cached: bool, epochs: int = 2) -> tuple[dict[str, float], ImageDataModule]:
+def _fit(data, cached: bool, epochs: int = 2, max_epochs: int | None = None, **changes) -> tuple[dict[str, float], ImageDataModule]:
     import pytorch_lightning as pl
 
     pl.seed_everything(7, verbose=False)
-    config = TrialConfig.from_dict(FROZEN)
-    model = Classifier(config, data.classes, data.source.channels, max_epochs=epochs)
-    datamodule = trial_datamodule(data, config, model, enabled=cached)
+    config = TrialConfig.from_dict({**FROZEN, **changes})
+    model = Classifier(config, data.classes, data.source.channels, max_epochs=max_epochs or epochs)
+    datamodule = trial_datamodule(data, config, model, enabled=cached, max_epochs=max_epochs or epochs)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         reload_dataloaders_every_n_epochs=1 if datamodule.reload_every_epoch else 0)
     trainer.fit(model, datamodule=datamodule)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}, datamodule
 
@@ -42,6 +46,46 @@ def test_frozen_trial_gives_the_same_validation_figures_with_and_without_the_fea
     for key in ("val_loss", "val_accuracy", "val_macro_f1", "train_loss"):
         assert first[key] == pytest.approx(plain[key], abs=1e-4), key
         assert again[key] == pytest.approx(plain[key], abs=1e-4), key
+
+
+@pytest.mark.slow
+def test_partly_trainable_trial_gives_the_same_validation_figures_with_and_without_the_feature_cache(pattern_folder, cache_dir):
+    torch.set_num_threads(2)
+    data = prepare(ImageFolder(str(pattern_folder)), seed=0)
+    plain, _ = _fit(data, cached=False, trainable_layers=2)
+    cached, built = _fit(data, cached=True, trainable_layers=2)
+    assert isinstance(built, FeatureDataModule) and built.feature_cache == "built"
+    stored = np.load(next((cache_dir / "features").glob("*.npy")), mmap_mode="r")
+    assert stored.dtype == np.float16 and stored.shape[1:] == (256, 2, 2)  # after layer3, at 32 px
+    for key in ("val_loss", "val_accuracy", "val_macro_f1", "train_loss"):
+        assert cached[key] == pytest.approx(plain[key], abs=2e-3), key  # float16 activations
+
+
+@pytest.mark.slow
+def test_an_augmented_trial_reads_one_cached_view_per_epoch_built_when_an_epoch_first_needs_it(pattern_folder, cache_dir):
+    data = prepare(ImageFolder(str(pattern_folder)), seed=0)
+    augment = {"hflip": True, "rotation": 20}
+    _, first = _fit(data, cached=True, epochs=2, max_epochs=4, trainable_layers=2, augment=augment)
+    assert first.feature_cache == "built" and first.views == 4 and first.reload_every_epoch
+    described = [json.loads(p.read_text()) for p in (cache_dir / "features").glob("*.json")]
+    views = sorted(d["views"]["view"] for d in described if d["views"] != "plain")
+    assert views == [0, 1] and sum(d["views"] == "plain" for d in described) == 1  # val reads the plain features
+    assert {d["rows"] for d in described if d["views"] != "plain"} == {len(data.rows("train"))}
+    files = {p: p.stat().st_mtime_ns for p in (cache_dir / "features").glob("*.npy")}
+    view0, view1 = _views(cache_dir)
+    plain_train = np.load(_plain(cache_dir))[data.rows("train")]
+    assert not np.allclose(view0, plain_train) and not np.allclose(view0, view1)  # each epoch its own augmentation
+    _, again = _fit(data, cached=True, epochs=2, max_epochs=4, trainable_layers=2, augment=augment)
+    assert again.feature_cache == "hit" and set((cache_dir / "features").glob("*.npy")) == set(files)
+
+
+def _views(cache_dir) -> list[np.ndarray]:
+    described = {p: json.loads(Path(f"{p}.json").read_text())["views"] for p in (cache_dir / "features").glob("*.npy")}
+    return [np.load(p) for p, views in sorted(described.items(), key=lambda item: str(item[1])) if views != "plain"]
+
+
+def _plain(cache_dir) -> Path:
+    return next(p for p in (cache_dir / "features").glob("*.npy") if '"plain"' in Path(f"{p}.json").read_text())
 
 
 def _network(seed: int = 0, **changes) -> torch.nn.Module:
@@ -71,19 +115,30 @@ def test_every_key_part_changes_the_key(tmp_path):
         "image size": feature_key(key_parts(data, network, "resnet18", 48)),
         "images": feature_key(key_parts(other_images, network, "resnet18", 32)),
         "channels": feature_key(key_parts(grey, _network(), "resnet18", 32)),
+        "cut": feature_key(key_parts(data, _network(trainable_layers=2), "resnet18", 32)),
+        "augmented view": feature_key(key_parts(data, network, "resnet18", 32, augment={"hflip": True}, view=0)),
+        "another view": feature_key(key_parts(data, network, "resnet18", 32, augment={"hflip": True}, view=1)),
+        "another augmentation": feature_key(key_parts(data, network, "resnet18", 32, augment={"vflip": True}, view=0)),
     }
     assert base not in keys.values() and len(set(keys.values())) == len(keys), keys
 
 
-def test_configs_whose_features_change_between_epochs_are_not_cached():
+def test_configs_whose_first_stage_trains_or_that_are_switched_off_are_not_cached_and_say_why():
     assert uncacheable(TrialConfig.from_dict(FROZEN), _network()) is None
     augmented = TrialConfig.from_dict({**FROZEN, "augment": {"hflip": True}})
-    assert uncacheable(augmented, _network()) == "augmentation"
-    staged = TrialConfig.from_dict({**FROZEN, "augment": {0: None, 2: {"rotation": 10}}})
-    assert uncacheable(staged, _network()) == "augmentation"
-    assert uncacheable(TrialConfig.from_dict({**FROZEN, "augment": {"hflip": False}}), _network()) is None
-    assert uncacheable(TrialConfig.from_dict(FROZEN), _network(trainable_layers=2)) == "backbone trains"
+    assert uncacheable(augmented, _network()) is None  # trains on cached augmented views
+    assert uncacheable(TrialConfig.from_dict(FROZEN), _network(trainable_layers=2)) is None  # cut before layer4
+    assert uncacheable(TrialConfig.from_dict(FROZEN), _network(trainable_layers=None)) == "backbone trains from its first stage"
+    dense = {"backbone": "dense", "image_size": 8}
+    assert uncacheable(TrialConfig.from_dict(dense), create_network(TrialConfig.from_dict(dense), 2, 3)) == "backbone trains"
     assert uncacheable(TrialConfig.from_dict(FROZEN), _network(), enabled=False).startswith("switched off")
+
+
+def test_the_cut_is_after_the_last_wholly_frozen_stage():
+    assert _network().cut == 5  # resnet18: stem and layer1..4, all frozen: pooled
+    assert _network(trainable_layers=2).cut == 4  # layer4's last BatchNorm and conv train
+    assert _network(trainable_layers=10).cut == 4  # layer4 holds 10 layers: all of it trains
+    assert _network(trainable_layers=11).cut == 3  # and layer3's last BatchNorm
 
 
 def test_a_frozen_backbone_stays_in_eval_mode_so_its_features_repeat():
@@ -134,3 +189,20 @@ def test_cache_command_lists_both_caches_with_sizes_and_clears_one_kind(pattern_
     assert "removed 1 features cache file(s), 98.4 kB" in capsys.readouterr().out
     assert not path.exists() and list(cache_dir.glob("*.npy"))  # the decode cache is kept
     assert main(["cache", "clear"]) == 0 and not list(cache_dir.glob("*.npy"))
+
+
+def test_a_deeper_cut_is_computed_from_an_earlier_cut_already_cached(pattern_folder, cache_dir, monkeypatch):
+    import tunevision.data.features as features
+
+    data = prepare(ImageFolder(str(pattern_folder)), seed=0)
+    partly, frozen = _network(trainable_layers=2), _network()  # same weights: cut after layer3, and pooled
+    cached_features(data, partly, "resnet18", 32)
+    monkeypatch.setattr(features, "cached_images", lambda *a, **k: pytest.fail("decoded images read again"))
+    path, built = cached_features(data, frozen, "resnet18", 32)
+    assert built
+    from tunevision.data.cache import cached_images
+
+    frozen.eval()
+    with torch.no_grad():
+        images = torch.from_numpy(np.array(cached_images(data, 32))).permute(0, 3, 1, 2).float() / 255
+        assert np.allclose(np.load(path), frozen.features(images).numpy(), atol=2e-2)  # via float16 activations

@@ -120,3 +120,38 @@ def test_config_mistakes_name_key_and_valid_options(config, message):
 def test_rgb_backbone_rejects_other_channel_counts():
     with pytest.raises(TunevisionError, match="resnet18 takes 1- or 3-channel images, the data has 4"):
         create_network(TrialConfig.from_dict({"backbone": "resnet18", "weights": None}), num_classes=3, channels=4)
+
+
+def _one_per_stages_function() -> list[str]:
+    first: dict[object, str] = {}
+    for name in list_backbones():
+        stages = get_backbone(name).stages
+        if stages is not None:
+            first.setdefault(stages, name)  # a family shares one stages function: its smallest-named member stands for it
+    return sorted(first.values())
+
+
+@pytest.mark.parametrize("name", _one_per_stages_function())
+def test_registered_stages_cover_every_parameter_and_compute_what_the_trunk_computes(name):
+    spec = get_backbone(name)
+    torch.manual_seed(0)
+    trunk = spec.trunk(spec.build(TrialConfig.from_dict({"backbone": name, "weights": None}), 3)).eval()
+    stages = spec.stages(trunk)
+    assert {id(p) for s in stages for p in s.parameters()} == {id(p) for p in trunk.parameters()}
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        whole = trunk(x)
+        for stage in stages:
+            x = stage(x)
+    pool = lambda t: (nn.functional.adaptive_avg_pool2d(t, 1) if t.ndim == 4 else t).flatten(1)  # noqa: E731
+    assert torch.allclose(pool(whole), pool(x), atol=1e-5)
+
+
+def test_a_frozen_prefix_of_stages_runs_in_eval_mode_and_the_rest_trains():
+    net = _net(backbone="resnet18", trainable_layers=2).train()  # the cut is after layer3
+    assert net.cut == 4
+    assert not any(m.training for m in net.backbone.layer3.modules())
+    assert net.backbone.layer4.training and net.head.training
+    x = torch.rand(2, 3, 32, 32)
+    net.eval()
+    assert torch.allclose(net.from_prefix(net.prefix(x, net.cut), net.cut), net(x), atol=1e-6)

