@@ -1,14 +1,16 @@
 """A tunevision trial's training throughput against a bare PyTorch loop on the same model, batch and data.
 
-Two configs of efficientnet_lite0 on the graffiti photographs (629 train images, batch 32):
-"images": its last 20 layers train, so every batch runs the backbone on images from the decode cache;
-"features": its backbone is frozen (`trainable_layers: 0`), so the trial trains only the head on the
-feature cache, and per-step framework overhead is all there is besides a tiny Linear layer.
+Three configs of efficientnet_lite0 on the graffiti photographs (629 train images, batch 32):
+"images": its last 20 layers train and the feature cache is off, so every batch runs the whole network on
+images from the decode cache; "cut": the same layers train from the feature cache's activations after the
+last wholly frozen stage, so a batch runs only the trainable stages; "features": the backbone is frozen
+(`trainable_layers: 0`), so a batch trains only the head on the cached pooled features, and per-step
+framework overhead is all there is besides two small Linear layers.
 
 The tunevision side is a trial as `tunevision.trial.run_trial` builds it: `Classifier`,
 `trial_datamodule` and `build_trainer` (the trial's own Lightning Trainer), minus Tune's report, which runs after the
 epoch. The bare side is the loop a practitioner writes: the same network (same config, same seed), the
-same pixels (the decode cache's rows) or features in a `TensorDataset`, a shuffled `DataLoader` of the
+same pixels (the decode cache's rows) or cached activations (float32) in a `TensorDataset`, a shuffled `DataLoader` of the
 same batch size, `torch.optim.Adam`, cross-entropy, `zero_grad`/`backward`/`step`. Both use one thread,
 as a trial of 1 CPU does. Only training is timed (first batch to last optimizer step of each epoch;
 tunevision's validation runs after it). The sides alternate (tunevision, bare, tunevision, bare) so
@@ -37,9 +39,10 @@ sys.path.insert(0, str(BENCH))  # record.py, also when run with runpy
 
 from record import append, machine  # noqa: E402
 
-CONFIGS = {  # name -> space values; both efficientnet_lite0 with its ImageNet weights
-    "images": {"trainable_layers": 20},
-    "features": {"trainable_layers": 0},
+CONFIGS = {  # name -> (space values, feature cache on); all efficientnet_lite0 with its ImageNet weights
+    "images": ({"trainable_layers": 20}, False),
+    "cut": ({"trainable_layers": 20}, True),
+    "features": ({"trainable_layers": 0, "hidden_units": 256}, True),
 }
 
 
@@ -52,7 +55,7 @@ def since(started: tuple[float, float], now: tuple[float, float]) -> tuple[float
     return now[0] - started[0], now[1] - started[1]
 
 
-def tunevision_epochs(data, config: dict, epochs: int) -> tuple[list[tuple[float, float]], str]:
+def tunevision_epochs(data, config: dict, cached: bool, epochs: int) -> tuple[list[tuple[float, float]], str]:
     """Train one trial as run_trial builds it; return each epoch's training (wall, CPU) seconds and its feature_cache state."""
     import pytorch_lightning as pl
 
@@ -78,14 +81,14 @@ def tunevision_epochs(data, config: dict, epochs: int) -> tuple[list[tuple[float
     pl.seed_everything(0, verbose=False)
     trial_config = TrialConfig.from_dict(config)
     model = Classifier(trial_config, data.classes, data.source.channels, max_epochs=epochs)
-    datamodule = trial_datamodule(data, trial_config, model)
+    datamodule = trial_datamodule(data, trial_config, model, cached, epochs)
     timer = TrainClock()
-    search = Search(name="throughput", data=data.source, max_epochs=epochs)
+    search = Search(name="throughput", data=data.source, max_epochs=epochs, feature_cache=cached)
     build_trainer(search, datamodule, [timer]).fit(model, datamodule=datamodule)
     return timer.seconds, datamodule.feature_cache
 
 
-def bare_epochs(data, config: dict, epochs: int) -> list[tuple[float, float]]:
+def bare_epochs(data, config: dict, cached: bool, epochs: int) -> list[tuple[float, float]]:
     """Train the same network with a plain PyTorch loop over the same pixels or features; return epoch (wall, CPU) seconds."""
     import numpy as np
     import pytorch_lightning as pl
@@ -100,17 +103,18 @@ def bare_epochs(data, config: dict, epochs: int) -> list[tuple[float, float]]:
     pl.seed_everything(0, verbose=False)
     trial_config = TrialConfig.from_dict(config)
     network = create_network(trial_config, len(data.classes), data.source.channels)
-    rows, labels = data.rows("train"), data.labels("train")
-    if network.frozen:  # the practitioner computed the features once too: the same file tunevision made
+    rows, labels, cut = data.rows("train"), data.labels("train"), network.cut
+    if cached:  # the practitioner computed the frozen part's activations once too: the same file tunevision made
         path, _ = cached_features(data, network, trial_config.backbone, trial_config.image_size)
-        inputs, model = torch.from_numpy(np.asarray(np.load(path, mmap_mode="r")[rows])), network.head
+        inputs = torch.from_numpy(np.asarray(np.load(path, mmap_mode="r")[rows], dtype=np.float32))
+        model = lambda x: network.from_prefix(x, cut)  # noqa: E731
     else:
         pixels = cached_images(data, trial_config.image_size)[rows]
         inputs, model = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).contiguous(), network
     loader = DataLoader(TensorDataset(inputs, labels), batch_size=trial_config.batch_size, shuffle=True)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=trial_config.lr)
+    optimizer = torch.optim.Adam([p for p in network.parameters() if p.requires_grad], lr=trial_config.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
-    model.train()
+    network.train()
     seconds = []
     for _ in range(epochs):
         started = clock()
@@ -158,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         cached_images(data, args.size)  # both sides read the decode cache; built once, before either
         train = len(data.rows("train"))
         rows = []
-        for name, space in CONFIGS.items():
+        for name, (space, cached) in CONFIGS.items():
             config = {"backbone": "efficientnet_lite0", "weights": "imagenet", "lr": 1e-3, "batch_size": args.batch_size,
                       "image_size": args.size, **space}
             ours, bare, state = [], [], ""
             for _ in range(args.rounds):
-                seconds, state = tunevision_epochs(data, config, args.epochs)
+                seconds, state = tunevision_epochs(data, config, cached, args.epochs)
                 ours += seconds[1:]
-                bare += bare_epochs(data, config, args.epochs)[1:]
+                bare += bare_epochs(data, config, cached, args.epochs)[1:]
             rows.append((name, state, space, [train / statistics.median(s[k] for s in side) for side in (ours, bare) for k in (1, 0)]))
 
     lines = [

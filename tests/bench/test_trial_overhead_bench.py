@@ -19,4 +19,4 @@ def test_trial_overhead_benchmark_runs_four_trials_and_appends_its_figures(tmp_p
     assert "command: `python bench/trial_overhead.py --tiny" in text and "; 0 failed" in text
     row = next(line for line in text.splitlines() if line.startswith("| **"))
     wall, tune_s = row.split(" | ")[0], float(row.split("(")[1].split(" s /")[0])
-    assert float(wall.strip("| *").split(" s")[0]) == pytest.approx(tune_s / 4, abs=0.01)
+    assert float(wall.strip("| *").split(" s")[0]) == pytest.approx(tune_s / 4, abs=0.03)  # both rounded
