@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -24,20 +23,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))  # the checkout's tunevision, run from anywhere
 sys.path.insert(0, str(BENCH.parent / "tests"))  # fakes.py, for --tiny
+sys.path.insert(0, str(BENCH))  # record.py, also when run with runpy
 
-
-def machine() -> str:
-    """CPU model, cores, GPU and library versions, in one line."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}"
+from record import append, machine  # noqa: E402
 
 
 def run_trial(data, config: dict, epochs: int, cached: bool, accelerator: str) -> tuple[list[float], float, str]:
@@ -141,10 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{build_s / images_s:.1f} epochs without the cache.", ""]
     text = "\n".join(lines) + "\n"
     print(text)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    heading = "\n" if args.results.exists() else "# Benchmark results\n\n"  # another benchmark may have made it
-    with open(args.results, "a") as out:
-        out.write(heading + text)
+    append(args.results, text)
     return 0
 
 

@@ -226,3 +226,38 @@ def test_on_a_cluster_no_node_can_hold_a_trial_stops_after_resource_wait_and_a_j
     # 3 CPUs: the cluster has 3 in all, but no node holds 3.
     assert after[4].startswith("error: --cpus-per-trial 3: no Ray node can hold a trial of 3 CPU + 0 GPU"), after
     assert "1 x 1 CPU 0 GPU" in after[4] and "1 x 2 CPU 0 GPU" in after[4], after
+
+
+@pytest.mark.slow
+def test_trials_shorter_than_a_process_start_reuse_two_processes_side_by_side_on_two_cpus(
+    tmp_path, pattern_folder, mlflow_uri, ray_session, cache_dir
+):
+    """One-epoch trials of a fraction of a second: both cores run trials at once, each process runs several."""
+    from ray import tune as ray_tune
+
+    import tunevision
+    from tunevision.tuner import open_search, tune
+
+    search = tunevision.Search(name="short", data=tunevision.ImageFolder(str(pattern_folder)), trials=8, max_epochs=1,
+                               space={"backbone": "dense", "image_size": 16, "batch_size": 16,
+                                      "lr": ray_tune.loguniform(1e-3, 1e-2)})
+    search_file = tmp_path / "short.py"
+    search_file.write_text("# built in the test\n")
+    opened = open_search(search, RunOptions(search_file, tracking_uri=mlflow_uri, storage=str(tmp_path / "ray"), output="quiet"))
+    try:
+        results = tune(opened)
+    finally:
+        opened.search_run.finish("FINISHED")
+        opened.lock.release()
+    spans = {}  # trial process -> [(started, reported)] of its trials
+    for result in results:
+        assert result.error is None
+        spans.setdefault(result.metrics["pid"], []).append((result.metrics["process_started"], result.metrics["reported_at"]))
+    assert len(spans) == 2, spans  # both CPUs: the second process was not stopped while it started
+    assert sum(len(s) for s in spans.values()) == 8 and max(len(s) for s in spans.values()) >= 2  # processes reused
+    (a, b) = spans.values()
+    assert any(s0 < e1 and s1 < e0 for s0, e0 in a for s1, e1 in b)  # some trials of the two ran at the same time
+    client = MlflowClient(mlflow_uri)
+    children = client.search_runs([opened.search_run.experiment_id], "tags.`tunevision.role` = 'trial'")
+    assert len(children) == 8 and all(c.info.status == "FINISHED" for c in children)
+    assert all({"confusion_matrix.png", "confusion_matrix.json"} <= artifacts(client, c.info.run_id) for c in children)

@@ -6,17 +6,18 @@ from typing import Any, Sequence
 
 
 def confusion_matrix_png(cm: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str = "") -> None:
-    """Draw `cm` (rows = true, columns = predicted) as a heat map with counts and class names."""
-    import matplotlib
+    """Draw `cm` (rows = true, columns = predicted) as a heat map with counts and class names.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    It uses no pyplot state, so a thread may draw while another does (tracking.TrialRecorder draws in one).
+    """
     import numpy as np
+    from matplotlib.figure import Figure
 
     matrix = np.asarray(cm)
     k = len(classes)
     side = max(4.0, 0.6 * k + 2.5)
-    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    fig = Figure(figsize=(side, side * 0.9))
+    ax = fig.add_subplot()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set_xticks(range(k), labels=[str(c) for c in classes], rotation=45, ha="right")
@@ -31,7 +32,6 @@ def confusion_matrix_png(cm: Sequence[Sequence[int]], classes: Sequence[str], pa
                     color="white" if matrix[i, j] > threshold else "black", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _pyplot():

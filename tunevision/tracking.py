@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -172,6 +173,9 @@ class TrialRecorder(Callback):
 
     Ray pickles it with the experiment and restores it on `--resume`: the MLflow client is rebuilt from
     the tracking URI, and what it knows per trial (last step, best epoch) travels in `get_state`.
+    Everything it writes happens in Ray's controller loop, which starts no trial meanwhile, except a
+    finished trial's confusion matrix (drawing it takes longer than a trivial trial's whole training): that
+    is drawn and stored by one background thread, which the search waits for when its trials are over.
     """
 
     def __init__(self, search_run: SearchRun, classes: Sequence[str], metric: str, mode: str) -> None:
@@ -186,17 +190,22 @@ class TrialRecorder(Callback):
         self.last_step: dict[str, int] = {}
         self.placements: dict[str, list[dict[str, Any]]] = {}
         self._store_read = False
+        self.restored = False  # a restored search may hold runs this recorder has not seen: look them up
+        self._drawing: ThreadPoolExecutor | None = None
+        self._drawn: list[Future] = []
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("client")
-        state.pop("_store_read", None)
+        for name in ("client", "_store_read", "_drawing", "_drawn"):
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.client = MlflowClient(self.tracking_uri)
         self._store_read = False
+        self.restored = True
+        self._drawing, self._drawn = None, []
 
     def get_state(self) -> dict[str, Any]:
         """What Ray stores with each experiment snapshot, for a restored search."""
@@ -260,7 +269,7 @@ class TrialRecorder(Callback):
         """
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
-        run_id = _trial_run(self.client, self.experiment_id, self.parent_id, trial.trial_id)
+        run_id = _trial_run(self.client, self.experiment_id, self.parent_id, trial.trial_id) if self.restored else None
         if run_id:
             # The driver died after logging steps its snapshot does not know: never log them twice.
             logged = _last_step(self.client, run_id, self.metric)
@@ -278,8 +287,10 @@ class TrialRecorder(Callback):
         return run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        known = self.restored or trial.trial_id in self.runs  # else its run was just created, RUNNING
         run_id = self.run_id(trial, trials)
-        self.client.update_run(run_id, status="RUNNING")  # a resumed trial that had been left FAILED or KILLED
+        if known:
+            self.client.update_run(run_id, status="RUNNING")  # a resumed trial that had been left FAILED or KILLED
 
     def _placement_tags(self, trial: Any, result: Mapping[str, Any]) -> list[RunTag]:
         """Tags of where the trial runs; every process it ran in (node, GPUs, from, to) goes in `tunevision.placements`."""
@@ -326,9 +337,23 @@ class TrialRecorder(Callback):
         run_id = self.run_id(trial, trials)
         best = self.best.get(trial.trial_id)
         if best is not None:
-            _log_confusion(self.client, run_id, best, "val", self.classes, None, {"epoch": best["epoch"]})
+            if self._drawing is None:
+                self._drawing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunevision-confusion")
+            self._drawn.append(self._drawing.submit(_log_confusion, self.client, run_id, best, "val", self.classes, None,
+                                                    {"epoch": best["epoch"]}))
         self._log_best(trial, run_id)
         self.client.set_terminated(run_id, "FINISHED")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.wait_drawn()
+
+    def wait_drawn(self) -> None:
+        """Wait until every finished trial's confusion matrix is stored; raise the first error drawing one met."""
+        drawing, drawn, self._drawing, self._drawn = self._drawing, self._drawn, None, []
+        if drawing is not None:
+            drawing.shutdown(wait=True)
+        for future in drawn:
+            future.result()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Ray retries it from its last checkpoint (a lost node, a crashed process): count and say why.

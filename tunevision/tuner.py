@@ -5,9 +5,10 @@ import json
 import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tunevision.errors import TunevisionError
 from tunevision.resume import (
@@ -87,12 +88,12 @@ def _searcher(search: Search) -> Any:
 
 
 def _scheduler(search: Search) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from tunevision.schedulers import NewestFirstASHA, NewestFirstFIFO
 
     if search.scheduler == "asha":  # one number per epoch: the rule's rank metric (choose.py)
-        return ASHAScheduler(time_attr="training_iteration", metric=search.rule.rank_metric, mode=search.rule.mode,
-                             max_t=search.max_epochs, grace_period=min(search.grace_period, search.max_epochs))
-    return FIFOScheduler()
+        return NewestFirstASHA(time_attr="training_iteration", metric=search.rule.rank_metric, mode=search.rule.mode,
+                               max_t=search.max_epochs, grace_period=min(search.grace_period, search.max_epochs))
+    return NewestFirstFIFO()
 
 
 def _check_resources(search: Search, address: str | None, log: Callable[[str], None], wait: float = 0.0) -> None:
@@ -140,6 +141,39 @@ def _check_resources(search: Search, address: str | None, log: Callable[[str], N
     if address:
         raise TunevisionError(f"{message}, add such a node, or wait longer with --resource-wait")
     raise TunevisionError(f"{message}, or run on a cluster with --address")
+
+
+def _trials_at_once(search: Search) -> int:
+    """How many trials the live nodes hold at once (at least 1): per node, its CPUs (and GPUs) over a trial's."""
+    import ray
+
+    held = 0
+    for node in (n["Resources"] for n in ray.nodes() if n["Alive"]):
+        fits = [int(node.get("CPU", 0) // search.cpus_per_trial)]
+        if search.gpus_per_trial:
+            fits.append(int(node.get("GPU", 0) // search.gpus_per_trial))
+        held += min(fits)
+    return max(1, held)
+
+
+@contextmanager
+def _start_together(search: Search) -> Iterator[None]:
+    """While Tune runs: start as many trials at a time as the nodes hold, not one (Ray's choice for a searcher).
+
+    Ray starts a searcher's trials one at a time (TUNE_MAX_PENDING_TRIALS_PG "auto" is 1 unless
+    max_concurrent is set), so trials shorter than a trial process's start-up left all cores but one idle.
+    Random and grid search keep Ray's own (many). A value the user set for TUNE_MAX_PENDING_TRIALS_PG
+    stands; Ray reads it when `Tuner.fit` starts.
+    """
+    name = "TUNE_MAX_PENDING_TRIALS_PG"
+    if name in os.environ or search.searcher != "optuna":
+        yield
+        return
+    os.environ[name] = str(search.max_concurrent or _trials_at_once(search))
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _start_ray(address: str | None) -> None:
@@ -253,7 +287,8 @@ def tune(opened: OpenSearch, log: Callable[[str], None] = print) -> Any:
         recorder = TrialRecorder(search_run, opened.data.classes, search.rule.rank_metric, search.rule.mode)
         tuner = _new_tuner(search, trainable, recorder, opened.tune_path, opened.options.output)
     started = time.monotonic()
-    results = tuner.fit()
+    with _start_together(search):
+        results = tuner.fit()
     failed = sum(1 for r in results if r.error is not None)
     search_run.log_figures({"trials": len(results), "trials_failed": failed, "trials_finished": len(results) - failed})
     log(f"{len(results)} trials: {len(results) - failed} finished, {failed} failed, {time.monotonic() - started:.0f} s"
@@ -305,6 +340,7 @@ def _new_tuner(search: Search, trainable: Any, recorder: Any, tune_path: str, ou
         tune_config=tune.TuneConfig(
             search_alg=_searcher(search),  # the searcher and scheduler carry their own metrics
             scheduler=_scheduler(search), num_samples=num_samples, max_concurrent_trials=search.max_concurrent,
+            reuse_actors=True,  # a trial process (its imports, warm caches) runs trial after trial: start-up once
         ),
         run_config=tune.RunConfig(
             name=name,
