@@ -47,7 +47,7 @@ CONFIGS = {  # name -> (space values, feature cache on); all efficientnet_lite0 
 
 
 def clock() -> tuple[float, float]:
-    """(wall, CPU) seconds now: the CPU time of this process, which other jobs' load on the cores does not inflate."""
+    """(wall, CPU) seconds now: the CPU time of this process, which other jobs on the cores inflate far less than wall time."""
     return time.perf_counter(), time.process_time()
 
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- data: {args.data if not args.tiny else 'generated pattern images'}: {train} train images per epoch; "
         f"{args.rounds} round(s) of {args.epochs} epochs a side, the first epoch of each run left out",
         "",
-        "Images per CPU-second (this process's CPU time, which other jobs do not inflate) and per wall-clock second:",
+        "Images per CPU-second (this process's CPU time, which other jobs inflate far less than wall time) and per wall-clock second:",
         "",
         "| config | feature_cache | tunevision img/CPU-s | bare img/CPU-s | **tunevision / bare (CPU)** | tunevision img/s (wall) | bare img/s (wall) | tunevision / bare (wall) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
