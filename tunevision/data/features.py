@@ -65,8 +65,8 @@ def uncacheable(config: TrialConfig, network: Network, enabled: bool = True) -> 
     if network.cut is None:
         if network.stage_count:
             return "backbone trains from its first stage"
-        return "backbone trains" + (" (registered without stages: only a wholly frozen one is cached)"
-                                    if any(True for _ in network.backbone.parameters()) else "")
+        partly_frozen = any(not p.requires_grad for p in network.backbone.parameters())
+        return "backbone trains" + (" (registered without stages: only a wholly frozen one is cached)" if partly_frozen else "")
     return None
 
 
