@@ -1,9 +1,11 @@
 """Reproduce the graffiti study with search_spaces/graffiti_lite0.py on three split seeds and print the README table.
 
-Usage: python bench/reproduce_graffiti.py [--data ../shared/datasets/graffiti] [--seeds 1 2 3] [--out DIR]
+Usage: python bench/reproduce_graffiti.py [--data ../shared/datasets/graffiti] [--seeds 1 2 3] [--out DIR] [--cold]
 
 Each seed is one full `tunevision search` through the CLI (its own split, its own searcher seed),
-timed from the command's start to its end; the figures are read back from the MLflow store.
+timed from the command's start to its end; the figures are read back from the MLflow store. With
+--cold every seed starts from empty decode and feature caches (`tunevision cache clear`), as on a fresh
+machine; without it a seed reuses what an earlier one cached.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ def main() -> int:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "graffiti"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", default="/tmp/tunevision-graffiti")
+    parser.add_argument("--cold", action="store_true", help="empty this machine's caches before each seed")
     args = parser.parse_args()
     if not Path(args.data).is_dir():
         print(f"skipped: {args.data} not found (the 787 graffiti photographs)")
@@ -37,6 +40,8 @@ def main() -> int:
         name = f"graffiti_lite0-seed{seed}"
         command = [tunevision, "search", str(ROOT / "search_spaces" / "graffiti_lite0.py"), "--data", args.data,
                    "--seed", str(seed), "--name", name, "--tracking-uri", uri, "--storage", str(out / "ray")]
+        if args.cold:
+            subprocess.run([tunevision, "cache", "clear"], check=True, stdout=subprocess.DEVNULL)
         started = time.monotonic()
         with open(out / f"{name}.log", "w") as log:
             subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True, env=os.environ)

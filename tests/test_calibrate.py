@@ -29,17 +29,27 @@ def test_temperature_stays_bounded_when_validation_is_perfectly_separable():
     assert 0.05 <= fit_temperature(logits, torch.tensor([0, 1, 0])) <= 1.0
 
 
-@pytest.mark.parametrize("target", [0.0, 0.05, 0.1, 0.3])
-def test_threshold_meets_the_fnr_target_on_validation_and_no_higher_positive_score_would(target):
+@pytest.mark.parametrize("target", [0.0, 0.05, 0.1, 0.2])
+def test_threshold_meets_the_fnr_target_on_validation_moving_down_from_even_odds_no_further_than_needed(target):
     g = torch.Generator().manual_seed(1)
     is_positive = torch.rand(300, generator=g) < 0.4
     probs = torch.where(is_positive, torch.rand(300, generator=g) * 0.7 + 0.3, torch.rand(300, generator=g) * 0.7)
     t = choose_threshold(probs, is_positive, target)
     positives = probs[is_positive]
     assert (positives < t).float().mean() <= target
+    assert (positives < 0.5).float().mean() > target  # this split misses too many at 0.5, so the threshold moved
     higher = positives[positives >= t].min()  # raising the threshold past the lowest kept positive misses one more
     assert (positives <= higher).float().mean() > target
     assert not ((probs > min(t, higher)) & (probs < max(t, higher))).any()  # no validation score inside the gap
+
+
+def test_threshold_stays_at_even_odds_when_that_meets_the_target_even_if_a_higher_one_would_too():
+    g = torch.Generator().manual_seed(2)
+    is_positive = torch.rand(200, generator=g) < 0.5
+    probs = torch.where(is_positive, torch.rand(200, generator=g) * 0.2 + 0.8, torch.rand(200, generator=g) * 0.5)
+    assert (probs[is_positive] >= 0.79).all()  # every threshold up to 0.79 misses no positive on validation
+    assert choose_threshold(probs, is_positive, 0.08) == 0.5
+    assert choose_threshold(probs, torch.zeros(200, dtype=torch.bool), 0.08) == 0.5  # no positive: nothing to miss
 
 
 def test_ensemble_of_one_network_keeps_its_probabilities_and_several_average_them():

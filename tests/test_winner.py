@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from fakes import pattern_image, wait_until_answering, write_pattern_images
 from tunevision.choose import Rule
 from tunevision.cli import main
+from tunevision.winner import ensemble_is_better
 
 RULE = "max val_accuracy where val_fnr <= 0.3"
 SEARCH = f'''
@@ -110,7 +111,8 @@ def test_two_objective_search_logs_its_front_follows_the_rule_and_registers_a_ca
     kind = tags["tunevision.model"]
     single = {m: metrics[f"single_{m}"] for m in rule.metrics()}
     together = {m: metrics[f"ensemble_{m}"] for m in rule.metrics()}
-    assert kind == ("ensemble" if rule.key(together) > rule.key(single) else "single")
+    together["val_loss"], single["val_loss"] = metrics["ensemble_val_loss"], metrics["single_val_loss"]
+    assert kind == ("ensemble" if ensemble_is_better(rule, together, single) else "single")
     assert tags["tunevision.model_reason"].startswith("model: ensemble" if kind == "ensemble" else "model: the best trial alone")
     assert Path(client.download_artifacts(run_id, "winner.txt")).read_text().startswith(f"rule: {RULE}\n")
     assert metrics["temperature"] > 0 and 0 <= metrics["val_ece"] <= 1 and 0 <= metrics["val_ece_uncalibrated"] <= 1
@@ -214,3 +216,12 @@ def test_fnr_target_and_fnr_metric_need_two_classes_and_say_so_before_any_trial(
     with pytest.raises(TunevisionError, match="metric val_fnr needs two classes"):
         check_operating_point(Search(name="t", data=Digits(), metric="val_fnr", mode="min"), classes)
     check_operating_point(Search(name="t", data=Digits(), fnr_target=0.1), ["a", "b"])
+
+
+def test_ensemble_wins_a_tie_under_the_rule_only_with_the_lower_validation_log_loss():
+    rule = Rule.parse("max val_accuracy where val_fnr <= 0.08")
+    single = {"val_accuracy": 0.962, "val_fnr": 0.0, "val_loss": 0.20}
+    assert ensemble_is_better(rule, {"val_accuracy": 0.962, "val_fnr": 0.0, "val_loss": 0.15}, single)
+    assert not ensemble_is_better(rule, {"val_accuracy": 0.962, "val_fnr": 0.0, "val_loss": 0.25}, single)
+    assert not ensemble_is_better(rule, {"val_accuracy": 0.949, "val_fnr": 0.0, "val_loss": 0.05}, single)  # the rule first
+    assert not ensemble_is_better(rule, {"val_accuracy": 0.975, "val_fnr": 0.1, "val_loss": 0.05}, single)  # breaks the constraint

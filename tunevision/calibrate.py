@@ -51,25 +51,30 @@ def calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15)
 
 
 def choose_threshold(positive_probs: torch.Tensor, is_positive: torch.Tensor, fnr_target: float) -> float:
-    """A threshold on P(positive) that meets `fnr_target`, with the fewest false positives and the widest margin.
+    """The threshold on P(positive): 0.5 when it meets `fnr_target` on validation, else the highest lower one that does.
+
+    The threshold only ever moves down from even odds, and only as far as the target needs. Raising
+    it (fewer false positives) while the validation FNR stays under the target is tuned to luck on a
+    small validation split: on the 46 validation graffiti of the graffiti study a threshold of 0.77
+    still missed none, and on test it missed 17 % where 0.5 missed 7 %.
 
     A positive is missed when its probability is below the threshold. At most floor(fnr_target x
     positives) may be missed, so the lowest positive that must be kept fixes the highest threshold
-    that meets the target; the threshold is the middle of the gap between that probability and the
-    next lower one of the split (0 if none), where every threshold makes the same validation decisions.
+    that meets the target; below 0.5 the threshold is the middle of the gap between that probability
+    and the next lower one of the split (0 if none), where every threshold makes the same decisions.
 
     Example:
         >>> t = choose_threshold(torch.tensor([0.1, 0.3, 0.6, 0.9, 0.2]), torch.tensor([1, 1, 1, 1, 0]), 0.25)
-        >>> round(t, 4)  # one of four positives (0.1) may be missed: between 0.3 (kept) and 0.2 (a negative)
+        >>> round(t, 4)  # at 0.5 two of four positives are missed; 0.25 keeps 0.3 and misses only 0.1
         0.25
+        >>> choose_threshold(torch.tensor([0.1, 0.7, 0.6, 0.9, 0.2]), torch.tensor([1, 1, 1, 1, 0]), 0.25)
+        0.5
     """
     probs = positive_probs.double()
     scores = torch.sort(probs[is_positive.bool()]).values
-    if len(scores) == 0:
-        return 0.5  # no positive in the split: nothing can be missed, keep the even-odds threshold
     allowed = math.floor(fnr_target * len(scores) + 1e-9)
-    if allowed >= len(scores):
-        return 1.0
+    if allowed >= len(scores) or scores[allowed] >= 0.5:
+        return 0.5  # even odds already misses no more than the target allows (or there is no positive to miss)
     keep = scores[allowed]
     below = probs[probs < keep]
     return float((keep + (below.max() if len(below) else 0.0)) / 2)

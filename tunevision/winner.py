@@ -182,11 +182,23 @@ def _single_or_ensemble(members: list[_Member], rule: Rule, classes: list[str], 
         return ", ".join(f"{m} {f[m]:.4f}" for m in rule.metrics())
 
     k = len(members)
-    if rule.key(together) > rule.key(single):
+    if ensemble_is_better(rule, together, single):
         return members, (f"model: ensemble of the top {k} trials (averaged probabilities), better on validation under "
-                         f"'{rule}': {shown(together)} against the best trial's {shown(single)}")
+                         f"'{rule}', then on val_loss: {shown(together)}, val_loss {together['val_loss']:.4f} against "
+                         f"the best trial's {shown(single)}, val_loss {single['val_loss']:.4f}")
     return members[:1], (f"model: the best trial alone; the ensemble of the top {k} trials is not better on validation "
-                         f"under '{rule}': {shown(together)} against {shown(single)}")
+                         f"under '{rule}', then on val_loss: {shown(together)}, val_loss {together['val_loss']:.4f} "
+                         f"against {shown(single)}, val_loss {single['val_loss']:.4f}")
+
+
+def ensemble_is_better(rule: Rule, together: dict[str, float], single: dict[str, float]) -> bool:
+    """Whether the ensemble wins on validation: by the rule, and on a tie by the lower log-loss.
+
+    Ties are the common case once the best trial was itself chosen for its validation accuracy (a few
+    dozen images leave few values to tie on); averaging members lowers variance, and the log-loss
+    still tells the better-founded probabilities apart where the decisions agree.
+    """
+    return rule.key(together) + (-together["val_loss"],) > rule.key(single) + (-single["val_loss"],)
 
 
 def _report(rule: Rule, choice: str, why: str, chosen: list[_Member], calibration: dict[str, float],
