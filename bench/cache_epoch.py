@@ -34,7 +34,7 @@ from tunevision.data.datamodule import to_float  # noqa: E402
 from tunevision.data.decode import to_array  # noqa: E402
 from tunevision.space import TrialConfig  # noqa: E402
 
-from record import append, machine  # noqa: E402
+from record import header, publish  # noqa: E402
 
 
 class DecodeEveryTime(Dataset):
@@ -112,15 +112,10 @@ def main(argv: list[str] | None = None) -> int:
 
     train = len(data.rows("train"))
     epochs = range(1, args.epochs + 1)
-    lines = [
-        f"## cache_epoch.py: the decode-once cache, {args.size} px, mobilenet_v3_small, cpu",
-        "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- machine: {machine()}; {torch.get_num_threads()} threads; load average at the end {os.getloadavg()[0]:.1f}",
-        f"- command: `{command}`",
-        f"- data: {args.data if not args.tiny else 'generated pattern images'}: {train} train images per epoch, batch "
-        f"{args.batch_size}, {args.workers} loader workers; cache built once in {build_s:.1f} s",
-        "",
+    lines = header(f"cache_epoch.py: the decode-once cache, {args.size} px, mobilenet_v3_small, cpu", command,
+                   f"{torch.get_num_threads()} threads; load average at the end {os.getloadavg()[0]:.1f}",
+                   f"{args.data if not args.tiny else 'generated pattern images'}: {train} train images per epoch, batch "
+                   f"{args.batch_size}, {args.workers} loader workers; cache built once in {build_s:.1f} s") + [
         "| epoch of the train split | " + " | ".join(f"epoch {e}" for e in epochs) + " | images/s (mean) |",
         "| --- | " + " | ".join("---" for _ in epochs) + " | --- |",
     ]
@@ -131,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"Reading the images: **{data_x:.1f}x** faster from the cache; a training epoch: **{train_x:.2f}x** "
                   f"(the network's own work is the same on both sides). Building the cache took "
                   f"{build_s / mean(rows['uncached, data only']):.1f} uncached data-only epochs, once per node.", ""]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    append(args.results, text)
+    publish(args.results, lines)
     return 0
 
 

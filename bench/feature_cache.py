@@ -25,7 +25,7 @@ sys.path.insert(0, str(BENCH.parent))  # the checkout's tunevision, run from any
 sys.path.insert(0, str(BENCH.parent / "tests"))  # fakes.py, for --tiny
 sys.path.insert(0, str(BENCH))  # record.py, also when run with runpy
 
-from record import append, machine  # noqa: E402
+from record import header, publish  # noqa: E402
 
 
 def run_trial(data, config: dict, epochs: int, cached: bool, accelerator: str) -> tuple[list[float], float, str]:
@@ -107,16 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     cached_s = mean(runs["cache, next trial"][0])
     build_s = runs["cache, 1st trial"][1] - runs["cache, next trial"][1]
     epochs = range(1, args.epochs + 1)
-    lines = [
-        f"## feature_cache.py: {'frozen' if not args.trainable_layers else f'{args.trainable_layers} trainable layers of'} "
-        f"efficientnet_lite0, {args.size} px, {args.accelerator}",
-        "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- machine: {machine()}; load average at the end {os.getloadavg()[0]:.1f} (other jobs share the cores)",
-        f"- command: `{command}`",
-        f"- data: {args.data if not args.tiny else 'generated pattern images'}: {len(data.rows('train'))} train + "
-        f"{len(data.rows('val'))} val images per epoch, batch {args.batch_size}; decode cache built first in {decode_s:.1f} s",
-        "",
+    lines = header(f"feature_cache.py: {'frozen' if not args.trainable_layers else f'{args.trainable_layers} trainable layers of'} "
+                   f"efficientnet_lite0, {args.size} px, {args.accelerator}", command,
+                   f"load average at the end {os.getloadavg()[0]:.1f} (other jobs share the cores)",
+                   f"{args.data if not args.tiny else 'generated pattern images'}: {len(data.rows('train'))} train + "
+                   f"{len(data.rows('val'))} val images per epoch, batch {args.batch_size}; decode cache built first in {decode_s:.1f} s") + [
         "| trial | feature_cache | " + " | ".join(f"epoch {e}" for e in epochs) + " | images/s (mean epoch) | whole fit |",
         "| --- | --- | " + " | ".join("---" for _ in epochs) + " | --- | --- |",
     ]
@@ -127,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({per_epoch / images_s:.0f} -> {per_epoch / cached_s:.0f} images/s). Building the features "
                   f"(once per node and key, in the 1st trial's fit) took about {build_s:.1f} s: "
                   f"{build_s / images_s:.1f} epochs without the cache.", ""]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    append(args.results, text)
+    publish(args.results, lines)
     return 0
 
 

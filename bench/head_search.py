@@ -34,7 +34,7 @@ sys.path.insert(0, str(BENCH.parent))  # the checkout's tunevision, run from any
 sys.path.insert(0, str(BENCH.parent / "tests"))  # fakes.py, for --tiny
 sys.path.insert(0, str(BENCH))  # record.py and the hand-written search, also when run with runpy
 
-from record import append, machine  # noqa: E402
+from record import machine, publish  # noqa: E402
 
 
 def best_val_accuracy(results) -> list[float]:
@@ -166,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.trials} trials would take the hand-written search about "
                   f"{args.trials * 60 / per_hour(theirs) if per_hour(theirs) else float('inf'):.0f} min "
                   f"at its measured rate (tunevision: {ours['seconds'] / 60:.1f} min for {len(ours['accuracies'])}).", ""]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    append(args.results, text)
+    publish(args.results, lines)
     return 0
 
 

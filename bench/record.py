@@ -20,6 +20,21 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}"
 
 
+def header(title: str, command: str, machine_note: str, data: str) -> list[str]:
+    """The first lines of a benchmark's section: its title, then date, machine, command and data."""
+    import time
+
+    return [f"## {title}", "", f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}", f"- machine: {machine()}; {machine_note}",
+            f"- command: `{command}`", f"- data: {data}", ""]
+
+
+def publish(results: Path, lines: list[str]) -> None:
+    """Print a benchmark's section and append it to `results`."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    append(results, text)
+
+
 def append(results: Path, text: str) -> None:
     """Append a benchmark's section to `results`, starting the file if no benchmark has yet."""
     results.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(BENCH.parent))  # the checkout's tunevision, run from any
 sys.path.insert(0, str(BENCH.parent / "tests"))  # fakes.py: the generated images
 sys.path.insert(0, str(BENCH))  # record.py, also when run with runpy
 
-from record import append, machine  # noqa: E402
+from record import machine, publish  # noqa: E402
 
 
 def trivial_search(root: Path, trials: int) -> object:
@@ -137,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| {m['in_trial_s']:.2f} s | {m['busy']:.2f} | {m['tail_s']:.1f} s | {m['fit_s']:.2f} s | {m['ray_s']:.1f} s | {m['open_s']:.1f} s |",
         "",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    append(args.results, text)
+    publish(args.results, lines)
     return 0
 
 
