@@ -65,3 +65,15 @@ def test_kept_points_are_each_trials_checkpointed_epochs_once_without_nan_figure
 def test_pareto_front_keeps_the_rows_no_other_row_dominates():
     rows = [[0.9, 0.10], [0.95, 0.20], [0.85, 0.05], [0.85, 0.15], [0.9, 0.10]]
     assert pareto_front(rows, ["max", "min"]) == [True, True, True, False, True]
+
+
+def test_points_the_rule_ties_go_to_the_lower_validation_log_loss_within_and_across_trials():
+    rule = Rule.parse("max val_accuracy where val_fnr <= 0.1")
+
+    def at(trial: str, epoch: int, loss: float) -> Point:
+        return Point(trial, epoch, {"val_accuracy": 0.95, "val_fnr": 0.05, "val_loss": loss}, None, {})
+
+    ranked = best_per_trial([at("a", 1, 0.40), at("a", 2, 0.10), at("b", 1, 0.20), at("c", 3, math.nan)], rule)
+    assert [(p.trial_id, p.epoch) for p in ranked] == [("a", 2), ("b", 1), ("c", 3)]  # a NaN loss ranks last
+    better = {"val_accuracy": 0.96, "val_fnr": 0.05, "val_loss": 0.9}
+    assert rule.key(better) > rule.key({"val_accuracy": 0.95, "val_fnr": 0.05, "val_loss": 0.01})  # the rule first

@@ -42,3 +42,12 @@ def test_constrained_rule_adds_val_objective_to_the_figures_early_stopping_and_t
     figures = {"val_accuracy": torch.tensor(0.9), "val_fnr": torch.tensor(0.2), "val_loss": torch.tensor(0.3)}
     _objective(Rule.parse("max val_accuracy where val_fnr <= 0.05")).on_validation_end(SimpleNamespace(callback_metrics=figures), None)
     assert float(figures["val_objective"]) == pytest.approx(0.75)
+
+
+def test_trial_seed_follows_the_search_seed_and_config_not_the_trial_id():
+    from tunevision.trial import trial_seed
+
+    config = {"backbone": "cnn", "lr": 0.003, "augment": {"hflip": True}}
+    assert trial_seed(0, config) == trial_seed(0, dict(reversed(list(config.items()))))  # key order does not matter
+    assert trial_seed(0, config) != trial_seed(0, {**config, "lr": 0.004})
+    assert trial_seed(1, config) == trial_seed(0, config) + 1

@@ -4,6 +4,7 @@ A rule reads `max val_accuracy` or `max val_accuracy where val_fnr <= 0.08`: the
 its direction, then at most one constraint on the search's other metric. A point meets the rule
 when its constraint holds; the winner is the point that meets it with the best target. When no
 point meets it, the one closest to meeting it wins (smallest violation), and the search says so.
+Points the rule ties (common on small validation splits) go to the lower validation log-loss.
 
 Early stopping (ASHA, `patience`) and each trial's kept checkpoint need one number per epoch. With a
 constraint it is `val_objective` = target minus the violation for `max` (plus it, for `min`), in the
@@ -21,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from tunevision.errors import TunevisionError
 
 OBJECTIVE = "val_objective"  # what trials report when the rule has a constraint
+TIE_BREAK = "val_loss"  # what decides between points the rule ties
 _OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RULE = re.compile(rf"(max|min) +([\w.\-/]+)(?: +where +([\w.\-/]+) *(<=|>=|<|>) *({_NUMBER}))?")
@@ -79,12 +81,18 @@ class Rule:
         return target - penalty if self.mode == "max" else target + penalty
 
     def key(self, figures: Mapping[str, float]) -> tuple[float, ...]:
-        """Sort key, larger is better: meets, smaller violation, better target, then more room on the constraint."""
+        """Sort key, larger is better: meets, smaller violation, better target, more room on the constraint, lower val_loss.
+
+        The last place matters: on a few dozen validation images accuracy and FNR take few values,
+        so many epochs tie on them; the log-loss still tells the more confident correct model apart.
+        """
         sign = 1.0 if self.mode == "max" else -1.0
         room = 0.0
         if self.constraint is not None:
             room = float(figures[self.constraint]) * (-1.0 if self.op in ("<=", "<") else 1.0)
-        return (float(self.meets(figures)), -self.violation(figures), sign * float(figures[self.metric]), room)
+        loss = float(figures.get(TIE_BREAK, math.inf))
+        return (float(self.meets(figures)), -self.violation(figures), sign * float(figures[self.metric]), room,
+                -loss if math.isfinite(loss) else -math.inf)
 
     def metrics(self) -> tuple[str, ...]:
         """The metrics the rule reads."""
@@ -123,7 +131,7 @@ def kept_points(results: Iterable[Any], rule: Rule) -> list[Point]:
 
 
 def best_per_trial(points: Sequence[Point], rule: Rule) -> list[Point]:
-    """Each trial's best point by the rule, best trial first (ties: the earlier trial id)."""
+    """Each trial's best point by the rule, best trial first (full ties, val_loss included: the earlier trial id)."""
     best: dict[str, Point] = {}
     for p in points:
         if p.trial_id not in best or rule.key(p.figures) > rule.key(best[p.trial_id].figures):

@@ -1,6 +1,7 @@
 """One trial: build the data module and model from the trial's config, train, report every epoch to Tune."""
 from __future__ import annotations
 
+import json
 import os
 import time
 import zlib
@@ -106,6 +107,15 @@ def _objective(rule: Any) -> Any:
     return Objective()
 
 
+def trial_seed(seed: int, config: Mapping[str, Any]) -> int:
+    """The seed a trial trains with: from the search's seed and the trial's config, never from Ray's random trial id.
+
+    So a rerun of a search file (same seed, so the same TPE suggestions) trains every trial the same way.
+    """
+    text = json.dumps(dict(config), sort_keys=True, default=str)
+    return seed + zlib.crc32(text.encode()) % 100_000
+
+
 def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu_fallback: bool = False,
               backbones: Mapping[str, Any] | None = None) -> None:
     """Ray Tune function trainable: train one configuration, reporting figures and a checkpoint every epoch.
@@ -126,8 +136,7 @@ def run_trial(config: Mapping[str, Any], data: PreparedData, search: Search, cpu
 
     where = placement(time.time())
     accelerator = choose_accelerator(where["gpu_ids"], cpu_fallback)
-    trial_id = tune.get_context().get_trial_id() or "local"
-    pl.seed_everything(search.seed + zlib.crc32(trial_id.encode()) % 100_000, workers=True, verbose=False)
+    pl.seed_everything(trial_seed(search.seed, config), workers=True, verbose=False)
     torch.set_num_threads(max(1, int(search.cpus_per_trial)))
     trial_config = TrialConfig.from_dict(config)
     model = Classifier(

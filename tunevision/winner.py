@@ -192,13 +192,13 @@ def _single_or_ensemble(members: list[_Member], rule: Rule, classes: list[str], 
 
 
 def ensemble_is_better(rule: Rule, together: dict[str, float], single: dict[str, float]) -> bool:
-    """Whether the ensemble wins on validation: by the rule, and on a tie by the lower log-loss.
+    """Whether the ensemble wins on validation under the rule, whose last tie-break is the lower log-loss.
 
     Ties are the common case once the best trial was itself chosen for its validation accuracy (a few
     dozen images leave few values to tie on); averaging members lowers variance, and the log-loss
     still tells the better-founded probabilities apart where the decisions agree.
     """
-    return rule.key(together) + (-together["val_loss"],) > rule.key(single) + (-single["val_loss"],)
+    return rule.key(together) > rule.key(single)
 
 
 def _report(rule: Rule, choice: str, why: str, chosen: list[_Member], calibration: dict[str, float],
