@@ -3,7 +3,8 @@
 Data: scikit-learn's bundled digits, 1,797 real 8x8 grey handwritten digits (UCI, 43 writers),
 split 80/10/10 stratified. A small CNN from scratch at 16x16 (the digits are 8x8); Optuna (TPE)
 picks learning rate, batch size, head dropout and optimizer; ASHA stops the weak trials
-early. Target: >= 0.97 test accuracy within 5 minutes on a 2-core machine.
+early. About 2 minutes on a 2-core machine; test accuracy 0.961, 0.989 and 0.972 with seeds 0, 1, 2
+(measured 2026-11-28; 179 test digits, so one digit is 0.56 points).
 """
 from ray import tune
 
