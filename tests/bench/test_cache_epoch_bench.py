@@ -1,18 +1,13 @@
 """bench/cache_epoch.py keeps working: run at a tiny size on generated images."""
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "cache_epoch.py"
+from benches import run_tiny, skips_without_data
 
 
 def test_cache_epoch_benchmark_runs_tiny_and_appends_both_sides(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## another benchmark\n")
-    bench = runpy.run_path(str(SCRIPT), run_name="bench")
-    assert bench["main"](["--tiny", "--results", str(results)]) == 0
-    text = results.read_text()
+    text = run_tiny("cache_epoch.py", results)
     assert text.startswith("# Benchmark results\n\n## another benchmark\n")  # appended, nothing lost
     assert "## cache_epoch.py: the decode-once cache, 32 px" in text and "command: `python bench/cache_epoch.py --tiny" in text
     rows = [line.split(" | ")[0].lstrip("| ") for line in text.splitlines() if line.startswith("| uncached") or line.startswith("| cached")]
@@ -21,6 +16,4 @@ def test_cache_epoch_benchmark_runs_tiny_and_appends_both_sides(tmp_path):
 
 
 def test_cache_epoch_benchmark_skips_cleanly_without_its_data(tmp_path, capsys):
-    bench = runpy.run_path(str(SCRIPT), run_name="bench")
-    assert bench["main"]([str(tmp_path / "absent"), "--results", str(tmp_path / "R.md")]) == 0
-    assert "skipped: no data folder" in capsys.readouterr().out and not (tmp_path / "R.md").exists()
+    assert skips_without_data("cache_epoch.py", tmp_path, capsys.readouterr)

@@ -1,21 +1,16 @@
 """bench/feature_cache.py keeps working: run at a tiny size on generated images."""
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "feature_cache.py"
+from benches import run_tiny, skips_without_data
 
 
 @pytest.mark.slow
 def test_feature_cache_benchmark_runs_tiny_and_appends_its_results(tmp_path, cache_dir):
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## another benchmark\n")
-    bench = runpy.run_path(str(SCRIPT), run_name="bench")
-    assert bench["main"](["--tiny", "--results", str(results)]) == 0
-    text = results.read_text()
+    text = run_tiny("feature_cache.py", results)
     assert text.startswith("# Benchmark results\n\n## another benchmark\n")  # appended, nothing lost
     assert "## feature_cache.py: frozen efficientnet_lite0, 32 px, cpu" in text and "command: `python bench/feature_cache.py --tiny" in text
     rows = [line for line in text.splitlines() if line.startswith("| cache") or line.startswith("| images")]
@@ -24,6 +19,4 @@ def test_feature_cache_benchmark_runs_tiny_and_appends_its_results(tmp_path, cac
 
 
 def test_feature_cache_benchmark_skips_cleanly_without_its_data(tmp_path, capsys):
-    bench = runpy.run_path(str(SCRIPT), run_name="bench")
-    assert bench["main"]([str(tmp_path / "absent"), "--results", str(tmp_path / "R.md")]) == 0
-    assert "skipped: no data folder" in capsys.readouterr().out and not (tmp_path / "R.md").exists()
+    assert skips_without_data("feature_cache.py", tmp_path, capsys.readouterr)

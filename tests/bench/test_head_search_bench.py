@@ -1,20 +1,15 @@
 """bench/head_search.py keeps working: both searches at a tiny size on generated images."""
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "head_search.py"
+from benches import run_tiny, skips_without_data
 
 
 @pytest.mark.slow
 def test_head_search_benchmark_runs_both_sides_tiny_and_appends_the_ratio(tmp_path, ray_session, cache_dir):
     results = tmp_path / "RESULTS.md"
-    bench = runpy.run_path(str(SCRIPT), run_name="bench")
-    assert bench["main"](["--tiny", "--results", str(results)]) == 0
-    text = results.read_text()
+    text = run_tiny("head_search.py", results)
     assert "## head_search.py: 2-trial frozen efficientnet_lite0 head search, 32 px, at most 2 epochs, 2 CPUs" in text
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| tunevision", "| hand-written"))]
     assert [r[1] for r in rows] == ["2 of 2 started (0 failed)", "2 of 2 started (0 failed)"]
@@ -24,6 +19,4 @@ def test_head_search_benchmark_runs_both_sides_tiny_and_appends_the_ratio(tmp_pa
 
 
 def test_head_search_benchmark_skips_cleanly_without_its_data(tmp_path, capsys):
-    bench = runpy.run_path(str(SCRIPT), run_name="bench")
-    assert bench["main"]([str(tmp_path / "absent"), "--results", str(tmp_path / "R.md")]) == 0
-    assert "skipped: no data folder" in capsys.readouterr().out and not (tmp_path / "R.md").exists()
+    assert skips_without_data("head_search.py", tmp_path, capsys.readouterr)

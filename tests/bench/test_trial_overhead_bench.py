@@ -1,20 +1,15 @@
 """bench/trial_overhead.py keeps working: a tiny search of trivial trials."""
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "trial_overhead.py"
+from benches import run_tiny
 
 
 @pytest.mark.slow
 def test_trial_overhead_benchmark_runs_four_trials_and_appends_its_figures(tmp_path, ray_session, cache_dir):
     results = tmp_path / "RESULTS.md"
-    bench = runpy.run_path(str(SCRIPT), run_name="bench")
-    assert bench["main"](["--tiny", "--results", str(results)]) == 0
-    text = results.read_text()
+    text = run_tiny("trial_overhead.py", results)
     assert "## trial_overhead.py: 4 trivial one-epoch trials, 2 CPUs, 1 CPU per trial" in text
     assert "command: `python bench/trial_overhead.py --tiny" in text and "; 0 failed" in text
     row = next(line for line in text.splitlines() if line.startswith("| **"))

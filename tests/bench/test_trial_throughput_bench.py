@@ -1,20 +1,15 @@
 """bench/trial_throughput.py keeps working: run at a tiny size on generated images."""
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "trial_throughput.py"
+from benches import run_tiny, skips_without_data
 
 
 @pytest.mark.slow
 def test_trial_throughput_benchmark_runs_tiny_and_appends_every_config(tmp_path, cache_dir):
     results = tmp_path / "RESULTS.md"
-    bench = runpy.run_path(str(SCRIPT), run_name="bench")
-    assert bench["main"](["--tiny", "--results", str(results)]) == 0
-    text = results.read_text()
+    text = run_tiny("trial_throughput.py", results)
     assert text.startswith("# Benchmark results\n\n## trial_throughput.py: efficientnet_lite0, 32 px, batch 32, 1 thread(s), cpu")
     assert "command: `python bench/trial_throughput.py --tiny" in text
     rows = {line.split(" | ")[0]: line.split(" | ") for line in text.splitlines() if line.startswith(("| images", "| cut", "| features"))}
@@ -26,6 +21,4 @@ def test_trial_throughput_benchmark_runs_tiny_and_appends_every_config(tmp_path,
 
 
 def test_trial_throughput_benchmark_skips_cleanly_without_its_data(tmp_path, capsys):
-    bench = runpy.run_path(str(SCRIPT), run_name="bench")
-    assert bench["main"]([str(tmp_path / "absent"), "--results", str(tmp_path / "R.md")]) == 0
-    assert "skipped: no data folder" in capsys.readouterr().out and not (tmp_path / "R.md").exists()
+    assert skips_without_data("trial_throughput.py", tmp_path, capsys.readouterr)
